@@ -1,0 +1,1 @@
+"""Ingest: load documents (Markdown, text, HTML, PDF, BEIR JSONL), chunk them, index them."""

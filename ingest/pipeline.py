@@ -1,0 +1,217 @@
+"""Incremental, crash-safe ingest: documents → chunks → BM25 + FAISS, committed as a new version.
+
+Unchanged documents (same content hash) are neither re-chunked nor re-embedded; changed ones
+have their old chunks replaced; ``prune`` removes documents not seen in this run and
+``delete`` removes named ones. Nothing changes on disk unless something changed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ingest.chunker import Chunker
+from ingest.loaders import Skipped, content_hash, iter_documents
+from rag.config import Settings
+from rag.embed import embedder_languages, make_embedder
+from rag.errors import IncompatibleIndexError, InvalidRequestError
+from rag.index import Index, IndexLock, NewDoc, collect_garbage, current_version_dir, write_version
+from rag.protocols import Embedder
+from rag.text import Tokenizer, detect_lang
+from rag.types import Chunk, Document
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did; printed by the CLI and returned by the API."""
+
+    index_dir: str
+    version: int | None = None
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+    chunks_added: int = 0
+    chunks_removed: int = 0
+    chunks_total: int = 0
+    documents_total: int = 0
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+    committed: bool = False
+
+    @property
+    def chunks_per_second(self) -> float:
+        return self.chunks_added / self.embed_seconds if self.embed_seconds > 0 else 0.0
+
+    def skip_reasons(self) -> Counter[str]:
+        return Counter(s.reason.split(":")[0] for s in self.skipped)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index_dir": self.index_dir, "version": self.version, "committed": self.committed,
+            "documents": {"added": self.added, "updated": self.updated, "unchanged": self.unchanged,
+                          "removed": self.removed, "skipped": len(self.skipped), "total": self.documents_total},
+            "chunks": {"added": self.chunks_added, "removed": self.chunks_removed, "total": self.chunks_total},
+            "skipped": [{"source": s.source, "reason": s.reason} for s in self.skipped],
+            "seconds": round(self.seconds, 3), "embed_seconds": round(self.embed_seconds, 3),
+            "chunks_per_second": round(self.chunks_per_second, 2),
+        }
+
+
+def index_settings(settings: Settings, embedder: Embedder, tokenizer: Tokenizer) -> dict[str, Any]:
+    """The manifest fields that shape an index; an existing index must match them."""
+    return {
+        "embedder": {"name": embedder.name, "dim": int(embedder.dim), "max_tokens": int(embedder.max_tokens),
+                     "languages": embedder_languages(embedder.name), "normalized": True},
+        "tokenizer": tokenizer.config(),
+        "bm25": {"k1": settings.bm25_k1, "b": settings.bm25_b, "epsilon": settings.bm25_epsilon,
+                 "scoring": "rank_bm25.BM25Okapi"},
+        "chunking": {"max_tokens": settings.chunk_tokens or int(embedder.max_tokens),
+                     "overlap": settings.chunk_overlap},
+    }
+
+
+def dense_settings(settings: Settings) -> dict[str, Any]:
+    return {"kind": settings.dense_index, "metric": "inner_product", "hnsw_m": settings.hnsw_m,
+            "ef_construction": settings.hnsw_ef_construction, "ef_search": settings.hnsw_ef_search}
+
+
+def _check_compatible(base: Index, wanted: dict[str, Any],
+                      keys: Sequence[str] = ("embedder", "tokenizer", "chunking")) -> None:
+    for key in keys:
+        have, want = base.manifest.get(key, {}), wanted[key]
+        diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
+        if key == "embedder" and diff:
+            raise IncompatibleIndexError(
+                f"index {base.path.parent} was built with embedder {have.get('name')!r}; the configured "
+                f"embedder is {want['name']!r}. Use the same embedder or re-ingest with --rebuild")
+        if diff:
+            detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+            raise IncompatibleIndexError(
+                f"index {base.path.parent} was built with other {key} settings ({detail}); "
+                "re-ingest with --rebuild")
+
+
+def embed_chunks(embedder: Embedder, chunks: Sequence[Chunk], batch_size: int, progress: bool) -> np.ndarray:
+    """Embed in length-sorted batches (less padding), with a progress bar."""
+    texts = [c.embed_text() for c in chunks]
+    vectors = np.zeros((len(texts), embedder.dim), dtype=np.float32)
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    with tqdm(total=len(texts), desc="embedding", unit="chunk", disable=not progress, smoothing=0.1) as bar:
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            vectors[idx] = embedder.embed_documents([texts[i] for i in idx], batch_size=batch_size)
+            bar.update(len(idx))
+    return vectors
+
+
+def ingest(paths: Sequence[Path | str], index_dir: Path | str, settings: Settings, *,
+           prune: bool = False, delete: Sequence[str] = (), rebuild: bool = False,
+           embedder: Embedder | None = None, progress: bool = True,
+           documents: Sequence[Document] | None = None,
+           crash_hook: Callable[[str], None] | None = None) -> IngestReport:
+    """Bring the index at ``index_dir`` in line with ``paths`` (and/or ``documents``) and commit.
+
+    Holds the index's writer lock for the whole run: a second concurrent ingest fails fast
+    with :class:`IndexLockedError`; readers keep using the committed version meanwhile.
+    """
+    t0 = time.perf_counter()
+    index_dir = Path(index_dir)
+    report = IngestReport(index_dir=str(index_dir))
+    embedder = embedder or make_embedder(settings.embedder, settings.embed_threads)
+    tokenizer = Tokenizer(settings.tokenizer_stem, settings.tokenizer_stopwords, settings.tokenizer_korean)
+
+    with IndexLock(index_dir):
+        base = None
+        if not rebuild and current_version_dir(index_dir) is not None:
+            base = Index.open(index_dir)
+        if base is not None and base.embedder_name != embedder.name:
+            # Checked before loading the model, so that a mismatch fails fast.
+            _check_compatible(base, {"embedder": {"name": embedder.name}}, keys=("embedder",))
+        embedder.load()
+        wanted = index_settings(settings, embedder, tokenizer)
+        if base is not None:
+            _check_compatible(base, wanted)
+        known = base.doc_hashes() if base else {}
+        missing = [d for d in delete if d not in known]
+        if missing:
+            raise InvalidRequestError(f"cannot delete unknown document id(s): {', '.join(missing[:5])}")
+        chunker = Chunker(embedder.count_tokens, wanted["chunking"]["max_tokens"], embedder.overhead,
+                          wanted["chunking"]["overlap"])
+
+        seen: set[str] = set()
+        new_docs: list[NewDoc] = []
+        new_chunks: list[Chunk] = []
+        replaced: list[str] = []
+        sources = list(iter_documents(paths, int(settings.max_file_mb * 1e6))) if paths else []
+        sources += list(documents or [])
+        with tqdm(sources, desc="chunking", unit="doc", disable=not progress or len(sources) < 50) as bar:
+            for item in bar:
+                if isinstance(item, Skipped):
+                    report.skipped.append(item)
+                    continue
+                if item.doc_id in seen:
+                    report.skipped.append(Skipped(item.source, f"duplicate document id {item.doc_id!r}"))
+                    continue
+                seen.add(item.doc_id)
+                if item.doc_id in delete:
+                    continue
+                digest = content_hash(item)
+                old = known.get(item.doc_id)
+                if old == digest:
+                    report.unchanged += 1
+                    continue
+                chunks = chunker.chunk(item)
+                if not chunks:
+                    report.skipped.append(Skipped(item.source, "no text content"))
+                    continue
+                if old is None:
+                    report.added += 1
+                else:
+                    report.updated += 1
+                    replaced.append(item.doc_id)
+                new_chunks.extend(chunks)
+                new_docs.append(NewDoc(item.doc_id, item.title, item.source, item.format, digest,
+                                       len(chunks), len(item.text), detect_lang(item.text[:5000]),
+                                       dict(item.metadata)))
+        removed = [d for d in known if d in set(delete) or (prune and d not in seen)]
+        # A changed document already counted as updated; a pruned/deleted one as removed.
+        report.removed = len([d for d in removed if d not in replaced])
+        remove_ids = sorted(set(replaced) | set(removed))
+
+        if base is not None and not new_chunks and not remove_ids:
+            # Nothing changed: no new version (a new or rebuilt index is committed even if empty).
+            report.version = base.version
+            report.chunks_total = base.n_chunks
+            report.documents_total = int(base.manifest["counts"]["documents"])
+            report.seconds = time.perf_counter() - t0
+            base.close()
+            collect_garbage(index_dir, settings.keep_versions)
+            return report
+
+        t_embed = time.perf_counter()
+        vectors = embed_chunks(embedder, new_chunks, settings.embed_batch_size, progress)
+        report.embed_seconds = time.perf_counter() - t_embed
+        tokens = tokenizer.tokenize_many([c.embed_text() for c in new_chunks])
+        report.chunks_removed = len(base.chunk_ids_of_docs(remove_ids)) if base else 0
+        final = write_version(index_dir, base, wanted, remove_ids, new_docs, new_chunks, vectors, tokens,
+                              dense_settings(settings), settings.keep_versions, crash_hook)
+        report.committed = True
+        report.chunks_added = len(new_chunks)
+        committed = Index.open(index_dir, final)
+        report.version = committed.version
+        report.chunks_total = committed.n_chunks
+        report.documents_total = int(committed.manifest["counts"]["documents"])
+        committed.close()
+        if base is not None:
+            base.close()
+    report.seconds = time.perf_counter() - t0
+    return report

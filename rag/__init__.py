@@ -1,0 +1,3 @@
+"""Retrieval-augmented question answering: shared types, settings, indexes and retrieval."""
+
+__version__ = "0.1.0"

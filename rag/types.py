@@ -1,0 +1,86 @@
+"""Value types shared by ingest, retrieval, generation and the API (immutable by design)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Document:
+    """A whole source document after loading and decoding, before chunking.
+
+    ``sections`` are (heading_path, start, end) character spans of ``text`` that the chunker
+    must not merge across (Markdown/HTML sections, PDF pages); empty means "one section".
+    """
+
+    doc_id: str
+    text: str
+    title: str = ""
+    source: str = ""
+    format: str = "text"
+    sections: tuple[tuple[str, int, int], ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A retrievable passage: a character span ``[start, end)`` of its document's text."""
+
+    chunk_id: str
+    doc_id: str
+    text: str
+    title: str = ""
+    source: str = ""
+    heading: str = ""
+    start: int = 0
+    end: int = 0
+    n_tokens: int = 0
+    lang: str = "en"
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def embed_text(self) -> str:
+        """The text given to the embedder and the BM25 tokenizer: title, heading path, body."""
+        heading = self.heading
+        if self.title and heading.startswith(self.title):  # Markdown H1 = title: say it once
+            parts = [heading]
+        else:
+            parts = [p for p in (self.title, heading) if p]
+        parts.append(self.text)
+        return "\n".join(parts)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved chunk with the score and rank each stage gave it (None = stage not run)."""
+
+    chunk: Chunk
+    score: float
+    bm25_score: float | None = None
+    bm25_rank: int | None = None
+    dense_score: float | None = None
+    dense_rank: int | None = None
+    fused_score: float | None = None
+    fused_rank: int | None = None
+    rerank_score: float | None = None
+    rerank_rank: int | None = None
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A passage an answer cites as ``[n]``."""
+
+    n: int
+    hit: Hit
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A generated answer. A refusal is data (``refused=True``), never an exception."""
+
+    text: str
+    refused: bool
+    refusal_reason: str | None = None
+    citations: tuple[Citation, ...] = ()
+    timings_ms: dict[str, float] = field(default_factory=dict, hash=False, compare=False)
+    model: str = ""

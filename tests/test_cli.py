@@ -1,0 +1,45 @@
+"""The `rag` command through its real entry point (subprocess): output, JSON and exit codes."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def rag(*args, env=None):
+    e = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "rag.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, env=e, timeout=300)
+
+
+def test_ingest_info_and_exit_codes(corpus_dir, tmp_path):
+    index = tmp_path / "ix"
+    (corpus_dir / "broken.pdf").write_bytes(b"%PDF-1.4 truncated")
+    r = rag("ingest", corpus_dir, "--index", index, "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["documents"]["added"] == 8 and report["committed"]
+    assert report["skipped"][0]["source"].endswith("broken.pdf")
+
+    r = rag("ingest", corpus_dir, "--index", index, "--strict", "-q")
+    assert r.returncode == 3  # skipped inputs with --strict
+    assert "unchanged" in r.stdout and "broken.pdf" in r.stdout
+
+    r = rag("info", "--index", index)
+    assert r.returncode == 0 and "minilm" in r.stdout and "documents / chunks" in r.stdout
+    info = json.loads(rag("info", "--index", index, "--json").stdout)
+    assert info["counts"]["documents"] == 8 and info["versions_on_disk"] == ["v000001"]
+
+    r = rag("ingest", "--index", index, "--delete", "sci-1", "-q")
+    assert r.returncode == 0 and json.loads(rag("info", "-i", index, "--json").stdout)["counts"]["documents"] == 7
+
+
+def test_errors_are_one_line_messages(tmp_path, corpus_dir):
+    r = rag("info", "--index", tmp_path / "none")
+    assert r.returncode == 1 and "no index at" in r.stderr and "Traceback" not in r.stderr
+    r = rag("ingest", "--index", tmp_path / "none")
+    assert r.returncode == 2 and "PATHS" in r.stderr
+    r = rag("ingest", corpus_dir, "--index", tmp_path / "ix", "-q", env={"RAG_EMBEDDER": "/no/such/model"})
+    assert r.returncode == 1 and "cannot load embedder" in r.stderr and "Traceback" not in r.stderr
