@@ -21,6 +21,13 @@ from rag.errors import RagError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Retrieval-augmented QA: ingest documents, search, ask, evaluate.")
 out = Console()
+
+
+def _register_subcommands() -> None:
+    from eval.cli import app as eval_app
+
+    app.add_typer(eval_app, name="eval")
+
 err = Console(stderr=True)
 
 IndexOpt = Annotated[Optional[Path], typer.Option("--index", "-i", help="Index directory (default: RAG_INDEX_DIR).")]
@@ -132,6 +139,99 @@ def info(index: IndexOpt = None, as_json: JsonOpt = False) -> None:
         table.add_row(k, v)
     out.print(table)
     ix.close()
+
+
+def parse_filters(values: list[str] | None) -> "Filters":
+    """``doc_id=ID`` (repeatable), ``source=GLOB``, ``FIELD=VALUE`` (document metadata)."""
+    from rag.errors import InvalidRequestError
+    from rag.types import Filters
+
+    doc_ids, source, meta = [], None, []
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidRequestError(f"filter {item!r} is not KEY=VALUE")
+        if key == "doc_id":
+            doc_ids.append(value)
+        elif key == "source":
+            source = value
+        else:
+            meta.append((key, value))
+    return Filters(tuple(doc_ids), source, tuple(meta))
+
+
+def hit_to_dict(hit) -> dict:
+    c = hit.chunk
+    return {"chunk_id": c.chunk_id, "doc_id": c.doc_id, "title": c.title, "source": c.source,
+            "heading": c.heading, "start": c.start, "end": c.end, "text": c.text, "score": hit.score,
+            "scores": {"bm25": hit.bm25_score, "dense": hit.dense_score, "fused": hit.fused_score,
+                       "rerank": hit.rerank_score},
+            "ranks": {"bm25": hit.bm25_rank, "dense": hit.dense_rank, "fused": hit.fused_rank,
+                      "rerank": hit.rerank_rank}}
+
+
+def result_to_dict(result) -> dict:
+    return {"mode": result.mode, "reranked": result.reranked, "dense_used": result.dense_used,
+            "query_lang": result.query_lang, "candidates": result.n_candidates,
+            "timings_ms": result.timings_ms, "hits": [hit_to_dict(h) for h in result.hits]}
+
+
+def load_retriever(settings: Settings, index_dir: Path, rerank: bool | None = None):
+    """Index + embedder (+ reranker when configured), ready to search."""
+    from rag.embed import make_embedder
+    from rag.index import Index
+    from rag.rerank import make_reranker
+    from rag.retrieve import HybridRetriever
+
+    index = Index.open(index_dir)
+    embedder = make_embedder(index.embedder_name, settings.embed_threads)
+    embedder.load()  # load now, so that no query pays for it
+    reranker, status = (None, "off") if rerank is False else make_reranker(
+        settings.reranker, settings.rerank_max_length, settings.embed_threads)
+    return HybridRetriever(index, embedder, settings, reranker), status
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="The question or keywords.")],
+    index: IndexOpt = None,
+    mode: Annotated[str, typer.Option("--mode", "-m", help="bm25 | dense | hybrid")] = "hybrid",
+    rerank: Annotated[Optional[bool], typer.Option("--rerank/--no-rerank", help="Default: on when a reranker is configured.")] = None,
+    k: Annotated[int, typer.Option("-k", help="Number of hits.")] = 10,
+    filters: Annotated[Optional[list[str]], typer.Option("--filter", "-f", help="doc_id=ID, source=GLOB or FIELD=VALUE (repeatable).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ranked hits with per-stage scores (bm25, dense, fused, rerank) and timings."""
+    settings, index_dir = _settings(index)
+    try:
+        retriever, status = load_retriever(settings, index_dir, rerank)
+        if rerank and retriever.reranker is None:
+            from rag.errors import ConfigError
+            raise ConfigError(f"--rerank: no reranker available ({status})")
+        result = retriever.search(query, k=k, mode=mode, rerank=rerank, filters=parse_filters(filters))
+    except RagError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(result_to_dict(result), ensure_ascii=False, indent=2))
+        return
+    table = Table(title=f"{mode} search ({'reranked' if result.reranked else 'no rerank'}; "
+                  f"dense {'on' if result.dense_used else 'off'}; query language {result.query_lang})")
+    for col in ("#", "score", "bm25", "dense", "fused", "rerank", "document / heading", "text"):
+        table.add_column(col, overflow="fold")
+
+    def fmt(score, rank):
+        return "-" if score is None else f"{score:.3f} (#{rank})"
+
+    for n, h in enumerate(result.hits, start=1):
+        c = h.chunk
+        table.add_row(str(n), f"{h.score:.3f}", fmt(h.bm25_score, h.bm25_rank), fmt(h.dense_score, h.dense_rank),
+                      fmt(h.fused_score, h.fused_rank), fmt(h.rerank_score, h.rerank_rank),
+                      f"{c.doc_id}" + (f" › {c.heading}" if c.heading else ""), c.text[:100].replace("\n", " "))
+    out.print(table)
+    out.print("timings (ms): " + ", ".join(f"{k2} {v:.1f}" for k2, v in result.timings_ms.items()))
+
+
+_register_subcommands()
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -49,6 +49,23 @@ class Settings(BaseSettings):
     hnsw_ef_construction: int = Field(200, ge=8)
     hnsw_ef_search: int = Field(128, ge=8)
 
+    # --- retrieval --------------------------------------------------------------------------
+    retrieval_mode: Literal["bm25", "dense", "hybrid"] = "hybrid"
+    candidates: int = Field(100, ge=1, le=2000, description="Top-N taken from each index before fusion.")
+    top_k: int = Field(10, ge=1, le=200, description="Hits returned by default.")
+    fusion: Literal["rrf", "convex"] = Field("convex", description="How the BM25 and dense lists are fused.")
+    rrf_k: float = Field(60.0, gt=0)
+    fusion_alpha: float = Field(0.5, ge=0, le=1, description="Dense weight in convex fusion (BM25 gets 1-alpha).")
+    fusion_norm: Literal["minmax", "zscore"] = "minmax"
+    language_gate: bool = Field(
+        True, description="Drop the dense list for queries in a language the embedder does not know "
+        "(e.g. Korean with all-MiniLM-L6-v2) instead of letting it drag the fusion down.")
+    reranker: str = Field("none", description="'none', a local CrossEncoder directory, or a model name.")
+    rerank_top: int = Field(30, ge=1, le=500, description="Fused candidates the cross-encoder rescores.")
+    rerank_weight: float = Field(
+        1.0, ge=0, le=1, description="Final score = w * minmax(cross-encoder) + (1-w) * minmax(fused).")
+    rerank_max_length: int = Field(256, ge=32, le=512)
+
     # --- ingest limits ----------------------------------------------------------------------
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are skipped.")
     keep_versions: int = Field(2, ge=1, description="Index versions kept on disk after a commit.")

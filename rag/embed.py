@@ -87,7 +87,8 @@ class SentenceTransformerEmbedder:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        enc = self.model.tokenizer(list(texts), add_special_tokens=False, truncation=False,
+        # verbose=False: counting texts longer than the model limit is the point, not an error.
+        enc = self.model.tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False,
                                    return_attention_mask=False, return_token_type_ids=False)
         return [len(ids) for ids in enc["input_ids"]]
 

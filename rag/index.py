@@ -36,9 +36,9 @@ import numpy as np
 from rag.bm25 import BM25Index, TermMatrix
 from rag.dense import DenseIndex
 from rag.errors import (EmbedderMismatchError, IndexCorruptError, IndexLockedError,
-                        IndexNotFoundError)
+                        IndexNotFoundError, InvalidRequestError)
 from rag.text import Tokenizer
-from rag.types import Chunk
+from rag.types import Chunk, Filters
 
 SCHEMA_VERSION = 1
 CURRENT = "CURRENT"
@@ -230,6 +230,34 @@ class Index:
         for d in docs:
             d["metadata"] = json.loads(d["metadata"] or "{}")
         return docs
+
+    def metadata_keys(self) -> set[str]:
+        """Every metadata field some document has (filters on other fields are errors)."""
+        if not hasattr(self, "_metadata_keys"):
+            rows = self._query("SELECT DISTINCT key FROM docs, json_each(docs.metadata)")
+            self._metadata_keys = {r[0] for r in rows}
+        return self._metadata_keys
+
+    def allowed_chunk_ids(self, filters: Filters) -> np.ndarray:
+        """Chunk ids of the documents that pass ``filters`` (sorted)."""
+        unknown = [k for k, _ in filters.metadata if k not in self.metadata_keys()]
+        if unknown:
+            known = ", ".join(sorted(self.metadata_keys())) or "none"
+            raise InvalidRequestError(f"unknown metadata filter field(s): {', '.join(unknown)} (known: {known})")
+        where, params = [], []
+        if filters.doc_ids:
+            where.append(f"d.doc_id IN ({','.join('?' * len(filters.doc_ids))})")
+            params += list(filters.doc_ids)
+        if filters.source:
+            where.append("d.source GLOB ?")
+            params.append(filters.source)
+        for key, value in filters.metadata:
+            where.append("CAST(json_extract(d.metadata, ?) AS TEXT) = ?")
+            params += [f'$."{key}"', str(value)]
+        sql = "SELECT c.id FROM chunks c JOIN docs d ON d.doc_id = c.doc_id"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return np.asarray(sorted(r[0] for r in self._query(sql, params)), dtype=np.int64)
 
     def disk_bytes(self) -> dict[str, int]:
         return {p.name: p.stat().st_size for p in sorted(self.path.iterdir())}

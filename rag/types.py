@@ -84,3 +84,32 @@ class Answer:
     citations: tuple[Citation, ...] = ()
     timings_ms: dict[str, float] = field(default_factory=dict, hash=False, compare=False)
     model: str = ""
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Restrict retrieval to some documents. All given conditions must hold (AND).
+
+    ``doc_ids``: any of these ids; ``source``: a glob over the source path (``docs/*.md``);
+    ``metadata``: (field, value) pairs matched against document metadata.
+    """
+
+    doc_ids: tuple[str, ...] = ()
+    source: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.doc_ids or self.source or self.metadata)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Hits plus what happened: stage timings, whether dense/rerank ran, candidate counts."""
+
+    hits: tuple[Hit, ...]
+    mode: str
+    timings_ms: dict[str, float] = field(default_factory=dict, hash=False, compare=False)
+    reranked: bool = False
+    dense_used: bool = False
+    query_lang: str = "en"
+    n_candidates: int = 0

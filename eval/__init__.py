@@ -1,0 +1,1 @@
+"""Offline evaluation and benchmarks (retrieval quality, answer quality, speed, memory)."""

@@ -1,0 +1,81 @@
+"""`rag eval ...` commands: retrieval quality now, answer quality with the /ask pipeline."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from rag.config import get_settings
+from rag.errors import RagError
+
+app = typer.Typer(help="Offline evaluation: retrieval quality (and answers).", no_args_is_help=True)
+
+
+def build_index(data, index_dir: Path, settings, progress: bool = True):
+    """Ingest the data set's corpus into ``index_dir`` (incremental: an up-to-date index is reused)."""
+    from ingest.pipeline import ingest
+
+    paths = [data.corpus_path] if data.corpus_path else []
+    return ingest(paths, index_dir, settings, documents=data.documents, progress=progress)
+
+
+@app.command("retrieval")
+def retrieval(
+    dataset: Annotated[Optional[Path], typer.Option(help="A BEIR directory (corpus.jsonl, queries.jsonl, qrels/).")] = None,
+    split: Annotated[str, typer.Option(help="qrels split name.")] = "test",
+    korquad: Annotated[Optional[Path], typer.Option(help="KorQuAD 1.0 JSON instead of --dataset (view built in memory).")] = None,
+    index: Annotated[Optional[Path], typer.Option("--index", "-i", help="Index to (re)use; default indexes/eval-NAME-EMBEDDER.")] = None,
+    out: Annotated[Path, typer.Option(help="Report path: writes .json, .md and .png.")] = Path("eval/results/retrieval.json"),
+    modes: Annotated[str, typer.Option(help="Comma list: bm25, dense, hybrid, hybrid-rrf, hybrid-convex, hybrid+rerank; "
+                                       "'@key=value;...' overrides settings, e.g. hybrid@fusion_alpha=0.3")] = "bm25,dense,hybrid",
+    part: Annotated[str, typer.Option(help="all | heldout | train (fixed hash split of query ids).")] = "all",
+    limit: Annotated[Optional[int], typer.Option(help="Sample this many queries (fixed seed).")] = None,
+    seed: Annotated[int, typer.Option(help="Sampling seed for --limit.")] = 13,
+    embedder: Annotated[Optional[str], typer.Option(help="Embedder for the index (default: RAG_EMBEDDER).")] = None,
+    korean_tokenizer: Annotated[Optional[str], typer.Option(help="kiwi | none (whitespace) for the BM25 index.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Retrieval metrics for each mode over a BEIR data set or KorQuAD; JSON + Markdown + PNG."""
+    from eval.datasets import load_beir, load_korquad
+    from eval.retrieval import parse_modes, run_eval, write_report
+    from rag.cli import load_retriever
+
+    settings = get_settings()
+    updates = {}
+    if embedder:
+        updates["embedder"] = embedder
+    if korean_tokenizer:
+        updates["tokenizer_korean"] = korean_tokenizer
+    settings = settings.model_copy(update=updates)
+    try:
+        if korquad:
+            data = load_korquad(korquad)
+        elif dataset:
+            data = load_beir(dataset, split)
+        else:
+            raise typer.BadParameter("give --dataset DIR or --korquad FILE")
+        data = data.select(part, limit, seed)
+        specs = parse_modes(modes)
+        tag = f"{data.name}-{settings.embedder}" + ("" if settings.tokenizer_korean == "kiwi" else "-ws")
+        index_dir = index or Path("indexes") / f"eval-{tag.replace('/', '_')}"
+        report = build_index(data, index_dir, settings, progress=not quiet)
+        retriever, status = load_retriever(settings, index_dir, rerank=None if any(s.rerank for s in specs) else False)
+        if any(s.rerank for s in specs) and retriever.reranker is None:
+            raise typer.BadParameter(f"a +rerank mode needs a reranker: {status}")
+        result = run_eval(data, retriever, specs, settings, progress=not quiet)
+    except RagError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    result["part"] = part
+    result["reranker"] = status if any(s.rerank for s in specs) else "not used"
+    result["ingest_seconds"] = round(report.seconds, 1)
+    result["command"] = "rag eval " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    write_report(result, out)
+    typer.echo(out.with_suffix(".md").read_text())

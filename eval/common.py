@@ -1,0 +1,36 @@
+"""Helpers shared by the eval and benchmark scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("RAG_SHARED_DATA", ROOT.parent / "shared" / "data"))
+RESULTS = ROOT / "eval" / "results"
+
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+def scifact_windows(n_chunks: int, window: int = 64) -> list[str]:
+    """``n_chunks`` passages of ``window`` words cut from SciFact abstracts (overlapping windows).
+
+    A realistic vocabulary and length distribution at any scale, for speed and memory benchmarks.
+    """
+    words: list[str] = []
+    for row in read_jsonl(SHARED_DATA / "scifact" / "corpus.jsonl"):
+        words.extend((row["title"] + " " + row["text"]).split())
+    stride = max(1, (len(words) - window) // n_chunks)
+    return [" ".join(words[i * stride: i * stride + window]) for i in range(n_chunks)]
+
+
+def write_json(path: Path, obj: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,0 +1,71 @@
+"""Cross-encoder reranking (sentence-transformers ``CrossEncoder``).
+
+No cross-encoder ships on PyPI, so the project trains its own (``rag train-reranker``); any
+local directory or model name a user has works too. ``make_reranker`` returns None for 'none'
+and for a configured path that does not exist, with the reason, so the service runs without
+reranking and says so instead of failing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rag.errors import ConfigError
+
+
+class CrossEncoderReranker:
+    """Scores (query, passage) pairs jointly; higher is more relevant (raw logits)."""
+
+    def __init__(self, name_or_path: str, max_length: int = 256, batch_size: int = 32,
+                 threads: int | None = None) -> None:
+        self.name = name_or_path
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self._threads = threads
+        self._model = None
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        with self._lock:
+            if self._model is not None:
+                return
+            if os.path.isdir(self.name):
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            try:
+                import torch
+                from sentence_transformers import CrossEncoder
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()
+                if self._threads:
+                    torch.set_num_threads(self._threads)
+                self._model = CrossEncoder(self.name, max_length=self.max_length, device="cpu")
+            except Exception as exc:
+                raise ConfigError(f"cannot load reranker {self.name!r}: {exc}") from exc
+
+    def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
+        if not passages:
+            return np.zeros(0, dtype=np.float32)
+        self.load()
+        scores = self._model.predict([(query, p) for p in passages], batch_size=self.batch_size,
+                                     show_progress_bar=False, convert_to_numpy=True, activation_fn=None)
+        return np.asarray(scores, dtype=np.float32).reshape(len(passages))
+
+
+def make_reranker(setting: str, max_length: int = 256, threads: int | None = None
+                  ) -> tuple[CrossEncoderReranker | None, str]:
+    """(reranker or None, a one-line status for `rag info`, /readyz and eval reports)."""
+    if not setting or setting.lower() == "none":
+        return None, "off (RAG_RERANKER=none)"
+    path = Path(setting).expanduser()
+    if path.exists():
+        return CrossEncoderReranker(str(path), max_length, threads=threads), f"on: {path}"
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or setting.startswith((".", "/", "~")):
+        # Offline, a name that is not a local directory cannot load: run without reranking.
+        return None, f"off: no reranker at {path} (train one: rag train-reranker --out {path})"
+    return CrossEncoderReranker(setting, max_length, threads=threads), f"on: {setting} (model hub)"
