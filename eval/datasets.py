@@ -20,11 +20,23 @@ from rag.types import Document
 HELDOUT_SEED = "rag-heldout-v1"
 
 
-def part_of(query_id: str, heldout_share: float = 0.4) -> str:
-    """'heldout' or 'train', fixed by a hash of the id: the reranker trains only on 'train'
-    queries, and every published figure is measured on 'heldout' ones."""
-    h = int(hashlib.sha1(f"{HELDOUT_SEED}:{query_id}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "heldout" if h < heldout_share else "train"
+PARTS = ("heldout", "dev", "train")
+
+
+def part_of(key: str) -> str:
+    """'heldout' (40 %), 'dev' (10 %) or 'train' (50 %), fixed by a hash of the key (a query id,
+    or an article for SQuAD-style data): the reranker trains only on 'train', its settings are
+    tuned on 'dev', and every published figure is measured on 'heldout'."""
+    h = int(hashlib.sha1(f"{HELDOUT_SEED}:{key}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "heldout" if h < 0.4 else "dev" if h < 0.5 else "train"
+
+
+def split_key(dataset: str, query_id: str, relevant: dict[str, int]) -> str:
+    """SQuAD-derived sets split by article (questions of one article share paragraphs)."""
+    if "squad" in dataset.lower() or "korquad" in dataset.lower():
+        doc = sorted(relevant)[0] if relevant else query_id
+        return "article:" + doc.rsplit("-", 1)[0]
+    return query_id
 
 
 @dataclass
@@ -36,7 +48,10 @@ class RetrievalSet:
     documents: list[Document] = field(default_factory=list)  # documents built in memory
 
     def select(self, part: str = "all", limit: int | None = None, seed: int = 13) -> "RetrievalSet":
-        qids = [q for q in self.queries if q in self.qrels and (part == "all" or part_of(q) == part)]
+        if part not in ("all",) + PARTS:
+            raise ValueError(f"part must be all, {', '.join(PARTS)}; not {part!r}")
+        qids = [q for q in self.queries if q in self.qrels
+                and (part == "all" or part_of(split_key(self.name, q, self.qrels[q])) == part)]
         if limit and len(qids) > limit:
             qids = sorted(random.Random(seed).sample(qids, limit))
         return RetrievalSet(self.name, {q: self.queries[q] for q in qids}, {q: self.qrels[q] for q in qids},

@@ -100,6 +100,20 @@ def _check_compatible(base: Index, wanted: dict[str, Any],
                 "re-ingest with --rebuild")
 
 
+AUTO = "auto"
+NON_ENGLISH_SHARE = 0.1
+
+
+def choose_embedder(docs: Sequence[Document]) -> str:
+    """The ``auto`` embedder: multilingual e5 when over 10 % of the documents are not English
+    (all-MiniLM-L6-v2 does not know Korean: its vectors would drag hybrid results down),
+    otherwise the faster English MiniLM."""
+    if not docs:
+        return "minilm"
+    other = sum(1 for d in docs if detect_lang(d.title + " " + d.text[:2000]) != "en")
+    return "e5-small" if other / len(docs) > NON_ENGLISH_SHARE else "minilm"
+
+
 def embed_chunks(embedder: Embedder, chunks: Sequence[Chunk], batch_size: int, progress: bool) -> np.ndarray:
     """Embed in length-sorted batches (less padding), with a progress bar."""
     texts = [c.embed_text() for c in chunks]
@@ -126,13 +140,20 @@ def ingest(paths: Sequence[Path | str], index_dir: Path | str, settings: Setting
     t0 = time.perf_counter()
     index_dir = Path(index_dir)
     report = IngestReport(index_dir=str(index_dir))
-    embedder = embedder or make_embedder(settings.embedder, settings.embed_threads)
     tokenizer = Tokenizer(settings.tokenizer_stem, settings.tokenizer_stopwords, settings.tokenizer_korean)
 
     with IndexLock(index_dir):
         base = None
         if not rebuild and current_version_dir(index_dir) is not None:
             base = Index.open(index_dir)
+        sources = list(iter_documents(paths, int(settings.max_file_mb * 1e6))) if paths else []
+        sources += list(documents or [])
+        if embedder is None:
+            name = settings.embedder
+            if name == AUTO:
+                name = base.embedder_name if base else choose_embedder(
+                    [d for d in sources if isinstance(d, Document)])
+            embedder = make_embedder(name, settings.embed_threads)
         if base is not None and base.embedder_name != embedder.name:
             # Checked before loading the model, so that a mismatch fails fast.
             _check_compatible(base, {"embedder": {"name": embedder.name}}, keys=("embedder",))
@@ -151,8 +172,6 @@ def ingest(paths: Sequence[Path | str], index_dir: Path | str, settings: Setting
         new_docs: list[NewDoc] = []
         new_chunks: list[Chunk] = []
         replaced: list[str] = []
-        sources = list(iter_documents(paths, int(settings.max_file_mb * 1e6))) if paths else []
-        sources += list(documents or [])
         with tqdm(sources, desc="chunking", unit="doc", disable=not progress or len(sources) < 50) as bar:
             for item in bar:
                 if isinstance(item, Skipped):

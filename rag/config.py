@@ -22,9 +22,11 @@ class Settings(BaseSettings):
     # --- index location and embedder -------------------------------------------------------
     index_dir: Path = Field(Path("indexes/default"), description="Index directory used by default.")
     embedder: str = Field(
-        "minilm",
-        description="Embedder preset ('minilm', 'e5-small') or any sentence-transformers model "
-        "name or local path. Recorded in the manifest; querying with another is an error.",
+        "auto",
+        description="'auto' (a new index picks e5-small when over 10 % of its documents are not "
+        "English, else minilm; an existing index keeps its embedder), a preset ('minilm', "
+        "'e5-small') or any sentence-transformers model name or local path. Recorded in the "
+        "manifest; querying with another is an error.",
     )
     embed_batch_size: int = Field(32, ge=1, le=1024)
     embed_threads: int = Field(2, ge=1, description="CPU threads for the embedder.")

