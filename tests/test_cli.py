@@ -28,12 +28,30 @@ def test_ingest_info_and_exit_codes(corpus_dir, tmp_path):
     assert "unchanged" in r.stdout and "broken.pdf" in r.stdout
 
     r = rag("info", "--index", index)
-    assert r.returncode == 0 and "minilm" in r.stdout and "documents / chunks" in r.stdout
+    # RAG_EMBEDDER=auto: 2 of the 8 documents are Korean, so the multilingual embedder was chosen
+    assert r.returncode == 0 and "e5-small" in r.stdout and "documents / chunks" in r.stdout
     info = json.loads(rag("info", "--index", index, "--json").stdout)
     assert info["counts"]["documents"] == 8 and info["versions_on_disk"] == ["v000001"]
 
     r = rag("ingest", "--index", index, "--delete", "sci-1", "-q")
     assert r.returncode == 0 and json.loads(rag("info", "-i", index, "--json").stdout)["counts"]["documents"] == 7
+
+
+def test_search_prints_stage_scores_and_json(corpus_dir, tmp_path):
+    index = tmp_path / "ix"
+    assert rag("ingest", corpus_dir, "--index", index, "-q", env={"RAG_EMBEDDER": "minilm"}).returncode == 0
+    r = rag("search", "What does k1 control?", "--index", index, "-k", "3")
+    assert r.returncode == 0 and "bm25.md" in r.stdout and "timings (ms)" in r.stdout
+    r = rag("search", "BM25 k1", "--index", index, "-k", "2", "--mode", "bm25", "--json")
+    res = json.loads(r.stdout)
+    assert res["mode"] == "bm25" and len(res["hits"]) == 2 and res["hits"][0]["doc_id"] == "bm25.md"
+    assert res["hits"][0]["scores"]["dense"] is None and res["hits"][0]["ranks"]["bm25"] == 1
+    r = rag("search", "vitamin", "--index", index, "--json", "-f", "topic=nutrition")
+    assert [h["doc_id"] for h in json.loads(r.stdout)["hits"]] == ["sci-2"]
+    r = rag("search", "x", "--index", index, "-f", "colour=red")
+    assert r.returncode == 2 and "unknown metadata filter" in r.stderr
+    r = rag("search", "x", "--index", index, "--rerank", env={"RAG_RERANKER": str(tmp_path / "none")})
+    assert r.returncode == 1 and "no reranker" in r.stderr
 
 
 def test_errors_are_one_line_messages(tmp_path, corpus_dir):

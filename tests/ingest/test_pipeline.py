@@ -190,3 +190,20 @@ def test_kill_9_at_any_stage_leaves_a_loadable_index(stage, corpus_dir, tmp_path
     assert not list(Path(index).glob(".tmp-*"))
     assert {d["doc_id"] for d in ix.documents()} >= {"extra.md", "bm25.md"}
     np.testing.assert_array_equal(np.sort(ix.dense.ids()), np.sort(ix.bm25.row_ids))
+
+
+def test_auto_embedder_follows_the_corpus_languages(corpus_dir, tmp_path, settings):
+    from ingest.pipeline import choose_embedder
+    from rag.types import Document
+
+    en = [Document(f"e{i}", "plain English text about retrieval") for i in range(9)]
+    ko = [Document("k", "서울은 대한민국의 수도이다")]
+    assert choose_embedder(en + ko) == "minilm"  # 10 %: not over the threshold
+    assert choose_embedder(en[:4] + ko) == "e5-small"
+    assert choose_embedder([]) == "minilm"
+    auto = settings.model_copy(update={"embedder": "auto"})
+    r = ingest([corpus_dir / "bm25.md"], tmp_path / "en", auto, progress=False)
+    assert Index.open(tmp_path / "en").embedder_name == "minilm" and r.added == 1
+    # an existing index keeps its embedder whatever new documents arrive
+    r = ingest([corpus_dir / "ko"], tmp_path / "en", auto, progress=False)
+    assert r.added == 2 and Index.open(tmp_path / "en").embedder_name == "minilm"
