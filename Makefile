@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install run test test-fast clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,9 +35,38 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-bench: install
-	$(BIN)/python -m eval.bench_bm25
-	$(BIN)/python -m eval.bench_ingest
-
 clean:
 	rm -rf $(VENV) indexes .pytest_cache
+
+# --- figures in the README (need ../shared/data; minutes to tens of minutes each) ------------
+SHARED ?= ../shared/data
+EVAL   := $(BIN)/rag eval retrieval -q
+
+.PHONY: eval-retrieval eval-scifact eval-squad eval-korquad train-reranker bench-all
+
+train-reranker: install
+	$(BIN)/rag train-reranker --out models/reranker
+
+eval-scifact: install
+	$(EVAL) --dataset $(SHARED)/scifact --split train --part heldout --embedder minilm \
+	  --modes bm25,dense,hybrid-rrf,hybrid,hybrid+rerank --out eval/results/scifact_heldout.json
+
+eval-squad: install
+	$(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part heldout --embedder minilm \
+	  --modes bm25,dense,hybrid-rrf,hybrid,hybrid+rerank --out eval/results/squad_heldout.json
+
+eval-korquad: install
+	$(EVAL) --korquad $(SHARED)/korquad1_dev/KorQuAD_v1.0_dev.json --part heldout --limit 1000 --embedder e5-small \
+	  --modes bm25,dense,hybrid-rrf,hybrid --out eval/results/korquad_e5.json
+	$(EVAL) --korquad $(SHARED)/korquad1_dev/KorQuAD_v1.0_dev.json --part heldout --limit 1000 --embedder minilm \
+	  --modes "dense,hybrid,hybrid@language_gate=false,hybrid-rrf@language_gate=false" --out eval/results/korquad_minilm.json
+	$(EVAL) --korquad $(SHARED)/korquad1_dev/KorQuAD_v1.0_dev.json --part heldout --limit 1000 --embedder minilm \
+	  --korean-tokenizer none --modes bm25 --out eval/results/korquad_whitespace.json
+
+eval-retrieval: eval-scifact eval-squad eval-korquad
+
+bench-all: install
+	$(BIN)/python -m eval.bench_bm25
+	$(BIN)/python -m eval.bench_memory
+	$(BIN)/python -m eval.bench_ingest
+	$(BIN)/python -m eval.bench_retrieval

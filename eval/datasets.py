@@ -66,7 +66,9 @@ def load_beir(directory: Path, split: str) -> RetrievalSet:
         for row in csv.DictReader(fh, delimiter="\t"):
             if int(row["score"]) > 0:
                 qrels.setdefault(str(row["query-id"]), {})[str(row["corpus-id"])] = int(row["score"])
-    return RetrievalSet(directory.name, queries, qrels, corpus_path=directory / "corpus.jsonl")
+    # A generic directory name ("beir") says nothing: name the set after its parent (squad2_dev).
+    name = directory.resolve().parent.name if directory.name in ("beir", "data") else directory.name
+    return RetrievalSet(name, queries, qrels, corpus_path=directory / "corpus.jsonl")
 
 
 def iter_squad(path: Path) -> Iterator[tuple[str, str, str, dict]]:

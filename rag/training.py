@@ -62,9 +62,12 @@ class TrainReport:
 
 
 def mine_groups(retriever, labelled: Sequence[tuple[str, set[str], str]], n_negatives: int, depth: int = 30,
-                source: str = "", progress: bool = True) -> list[Group]:
+                source: str = "", progress: bool = True, n_random: int = 0, seed: int = 13) -> list[Group]:
     """For each (query, relevant doc ids, positive passage): hard negatives = the retriever's top
-    ``depth`` hybrid hits from other documents, best first (chunks, as the reranker will see them)."""
+    ``depth`` hybrid hits from other documents, best first (chunks, as the reranker will see them),
+    plus ``n_random`` random chunks (easy negatives that teach plain relevance first)."""
+    rng = random.Random(seed)
+    all_ids = retriever.index.dense.ids().tolist() if n_random else []
     groups = []
     for query, relevant, positive in tqdm(labelled, desc=f"mining {source}", unit="q", disable=not progress):
         res = retriever.search(query, k=depth, mode="hybrid", rerank=False)
@@ -76,7 +79,16 @@ def mine_groups(retriever, labelled: Sequence[tuple[str, set[str], str]], n_nega
             negs.append(h.chunk.embed_text())
             if len(negs) == n_negatives:
                 break
-        if len(negs) == n_negatives:
+        if len(negs) < n_negatives:
+            continue
+        for cid in rng.sample(all_ids, min(len(all_ids), 4 * n_random + 4)):
+            if len(negs) == n_negatives + n_random:
+                break
+            chunk = retriever.index.chunks_by_ids([cid])[cid]
+            if chunk.doc_id not in relevant and chunk.doc_id not in seen:
+                seen.add(chunk.doc_id)
+                negs.append(chunk.embed_text())
+        if len(negs) == n_negatives + n_random:
             groups.append(Group(query, positive, tuple(negs), source))
     return groups
 

@@ -23,7 +23,7 @@ def test_percentile_and_mode_parsing():
     specs = parse_modes("bm25,hybrid-rrf,hybrid@fusion_alpha=0.3;fusion_norm=zscore,hybrid+rerank")
     assert [s.mode for s in specs] == ["bm25", "hybrid", "hybrid", "hybrid"]
     assert dict(specs[1].overrides) == {"fusion": "rrf"}
-    assert dict(specs[2].overrides) == {"fusion_alpha": 0.3, "fusion_norm": "zscore"}
+    assert dict(specs[2].overrides) == {"fusion_alpha": "0.3", "fusion_norm": "zscore"}
     assert specs[3].rerank
     with pytest.raises(ValueError):
         parse_modes("colbert")

@@ -1,0 +1,70 @@
+"""Retrieval latency on SciFact, medians on this machine: hybrid without rerank, and reranking.
+
+    python -m eval.bench_retrieval [--index indexes/eval-scifact-minilm] [--queries 200]
+        [--reranker models/reranker]
+
+Per query: BM25, query embedding, FAISS search, fusion, total; then, when a reranker exists,
+the cross-encoder over the fused top 30 at max length 256 and 128 (2 threads, PyTorch CPU).
+Writes eval/results/bench_retrieval.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+from eval.common import RESULTS, SHARED_DATA, read_jsonl, write_json
+from eval.retrieval import percentile
+from rag.config import Settings
+from rag.embed import make_embedder
+from rag.index import Index
+from rag.rerank import make_reranker
+from rag.retrieve import HybridRetriever
+
+
+def summarise(values: list[float]) -> dict[str, float]:
+    return {"p50": round(statistics.median(values), 2), "p95": round(percentile(values, 0.95), 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--index", default="indexes/eval-scifact-minilm")
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--reranker", default="models/reranker")
+    ap.add_argument("--rerank-queries", type=int, default=50)
+    args = ap.parse_args()
+    settings = Settings(_env_file=None)
+    index = Index.open(args.index)
+    emb = make_embedder(index.embedder_name, settings.embed_threads)
+    emb.load()
+    queries = [q["text"] for q, _ in zip(read_jsonl(SHARED_DATA / "scifact" / "queries.jsonl"), range(args.queries))]
+    retriever = HybridRetriever(index, emb, settings)
+    for q in queries[:10]:  # warm-up
+        retriever.search(q, rerank=False)
+    stages: dict[str, list[float]] = {}
+    for q in queries:
+        res = retriever.search(q, rerank=False)
+        for k, v in res.timings_ms.items():
+            stages.setdefault(k, []).append(v)
+    result = {"index": args.index, "chunks": index.n_chunks, "queries": len(queries), "threads": settings.embed_threads,
+              "hybrid_no_rerank_ms": {k: summarise(v) for k, v in stages.items()}}
+    lines = [f"| stage ({len(queries)} SciFact queries, {index.n_chunks:,} chunks) | p50 ms | p95 ms |", "|---|---:|---:|"]
+    lines += [f"| {k} | {v['p50']:.2f} | {v['p95']:.2f} |" for k, v in result["hybrid_no_rerank_ms"].items()]
+    if Path(args.reranker).exists():
+        for max_len in (256, 128):
+            reranker, _ = make_reranker(args.reranker, max_length=max_len, threads=settings.embed_threads)
+            r = HybridRetriever(index, emb, settings.model_copy(update={"rerank_top": 30}), reranker)
+            r.search(queries[0], rerank=True)
+            times = [r.search(q, rerank=True).timings_ms["rerank"] for q in queries[: args.rerank_queries]]
+            result[f"rerank_top30_maxlen{max_len}_ms"] = summarise(times)
+            lines.append(f"| rerank top 30, max length {max_len} ({len(times)} queries) | "
+                         f"{result[f'rerank_top30_maxlen{max_len}_ms']['p50']:.1f} | "
+                         f"{result[f'rerank_top30_maxlen{max_len}_ms']['p95']:.1f} |")
+    write_json(RESULTS / "bench_retrieval.json", result)
+    (RESULTS / "bench_retrieval.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
