@@ -110,16 +110,19 @@ def info(index: IndexOpt = None, as_json: JsonOpt = False) -> None:
     """Describe an index: models, settings, counts, versions, size on disk."""
     from rag.index import Index
 
-    _, index_dir = _settings(index)
+    from rag.rerank import make_reranker
+
+    settings, index_dir = _settings(index)
     try:
         ix = Index.open(index_dir)
     except RagError as exc:
         _fail(exc)
     m = ix.manifest
+    _, rerank_status = make_reranker(settings.reranker)
     sizes = ix.disk_bytes()
     versions = sorted(p.name for p in Path(index_dir).glob("v[0-9]*") if p.is_dir())
     if as_json:
-        print(json.dumps({**m, "path": str(ix.path), "versions_on_disk": versions,
+        print(json.dumps({**m, "path": str(ix.path), "versions_on_disk": versions, "reranker": rerank_status,
                           "disk_bytes": sum(sizes.values())}, ensure_ascii=False, indent=2))
         return
     e, c, b, t = m["embedder"], m["chunking"], m["bm25"], m["tokenizer"]
@@ -134,6 +137,8 @@ def info(index: IndexOpt = None, as_json: JsonOpt = False) -> None:
         ("dense index", f"FAISS {m['dense']['kind']} ({m['dense']['metric']})"),
         ("BM25", f"k1={b['k1']} b={b['b']} epsilon={b['epsilon']}, vocabulary {m['counts']['vocabulary']}"),
         ("tokenizer", f"stem={t['stem']} stopwords={t['stopwords']} korean={t['korean']}"),
+        ("retrieval (settings)", f"{settings.retrieval_mode}, fusion {settings.fusion} (alpha {settings.fusion_alpha}), "
+         f"reranker {rerank_status}"),
         ("size on disk", f"{human_bytes(sum(sizes.values()))} ("
          + ", ".join(f"{k} {human_bytes(v)}" for k, v in sizes.items()) + ")"),
     ]:

@@ -30,8 +30,10 @@ def test_ingest_info_and_exit_codes(corpus_dir, tmp_path):
     r = rag("info", "--index", index)
     # RAG_EMBEDDER=auto: 2 of the 8 documents are Korean, so the multilingual embedder was chosen
     assert r.returncode == 0 and "e5-small" in r.stdout and "documents / chunks" in r.stdout
+    assert "reranker off" in r.stdout  # no trained reranker configured: said, not hidden
     info = json.loads(rag("info", "--index", index, "--json").stdout)
     assert info["counts"]["documents"] == 8 and info["versions_on_disk"] == ["v000001"]
+    assert info["reranker"].startswith("off")
 
     r = rag("ingest", "--index", index, "--delete", "sci-1", "-q")
     assert r.returncode == 0 and json.loads(rag("info", "-i", index, "--json").stdout)["counts"]["documents"] == 7
