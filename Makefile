@@ -42,18 +42,26 @@ clean:
 SHARED ?= ../shared/data
 EVAL   := $(BIN)/rag eval retrieval -q
 
-.PHONY: eval-retrieval eval-scifact eval-squad eval-korquad train-reranker bench-all
+.PHONY: eval-retrieval eval-scifact eval-squad eval-korquad eval-rerank train-reranker bench-all
 
 train-reranker: install
 	$(BIN)/rag train-reranker --out models/reranker
 
 eval-scifact: install
 	$(EVAL) --dataset $(SHARED)/scifact --split train --part heldout --embedder minilm \
-	  --modes bm25,dense,hybrid-rrf,hybrid,hybrid+rerank --out eval/results/scifact_heldout.json
+	  --modes bm25,dense,hybrid-rrf,hybrid --out eval/results/scifact_heldout.json
+	$(EVAL) --dataset $(SHARED)/scifact --split train --part all --embedder minilm \
+	  --modes bm25,dense,hybrid-rrf,hybrid --out eval/results/scifact_train_all.json
 
 eval-squad: install
 	$(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part heldout --embedder minilm \
-	  --modes bm25,dense,hybrid-rrf,hybrid,hybrid+rerank --out eval/results/squad_heldout.json
+	  --modes bm25,dense,hybrid-rrf,hybrid --out eval/results/squad_heldout.json
+
+# Needs a trained reranker at models/reranker (make train-reranker); tune RAG_RERANK_WEIGHT on --part dev.
+eval-rerank: install
+	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm \
+	  --modes "hybrid,hybrid+rerank,hybrid+rerank@rerank_weight=0.2,hybrid+rerank@rerank_weight=0.35,hybrid+rerank@rerank_weight=0.5" \
+	  --out eval/results/scifact_dev_rerank.json
 
 eval-korquad: install
 	$(EVAL) --korquad $(SHARED)/korquad1_dev/KorQuAD_v1.0_dev.json --part heldout --limit 1000 --embedder e5-small \

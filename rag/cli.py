@@ -237,6 +237,26 @@ def search(
     out.print("timings (ms): " + ", ".join(f"{k2} {v:.1f}" for k2, v in result.timings_ms.items()))
 
 
+@app.command()
+def serve(
+    index: IndexOpt = None,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the HTTP API (POST /search, /documents, /healthz, /readyz, /metrics)."""
+    import logging
+
+    import uvicorn
+
+    from api.app import create_app
+
+    settings, index_dir = _settings(index)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run(create_app(settings.model_copy(update={"index_dir": index_dir})), host=host, port=port,
+                log_level=log_level)
+
+
 @app.command("train-reranker")
 def train_reranker(
     out_dir: Annotated[Path, typer.Option("--out", help="Where to save the trained CrossEncoder.")] = Path("models/reranker"),

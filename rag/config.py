@@ -68,6 +68,14 @@ class Settings(BaseSettings):
         1.0, ge=0, le=1, description="Final score = w * minmax(cross-encoder) + (1-w) * minmax(fused).")
     rerank_max_length: int = Field(256, ge=32, le=512)
 
+    # --- HTTP service -----------------------------------------------------------------------
+    api_keys: str = Field("", description="Comma-separated API keys; empty = no auth. Clients send "
+                          "'Authorization: Bearer KEY'. /healthz stays open.")
+    max_body_mb: float = Field(20.0, gt=0, description="Larger request bodies get 413.")
+
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
     # --- ingest limits ----------------------------------------------------------------------
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are skipped.")
     keep_versions: int = Field(2, ge=1, description="Index versions kept on disk after a commit.")

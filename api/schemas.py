@@ -1,0 +1,141 @@
+"""HTTP request/response schemas (separate from the internal frozen dataclasses)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_QUERY_CHARS = 2000
+
+
+class FiltersIn(BaseModel):
+    """Restrict retrieval; all given conditions must hold."""
+
+    model_config = ConfigDict(extra="forbid")
+    doc_id: list[str] = Field(default_factory=list, description="Any of these document ids.")
+    source: str | None = Field(None, description="Glob over the source path, e.g. '*/retrieval/*'.")
+    metadata: dict[str, str] = Field(default_factory=dict, description="Document metadata field = value.")
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"query": "What does k1 control in BM25?", "top_k": 5, "mode": "hybrid"},
+                     {"query": "한국어 형태소 분석", "filters": {"source": "*retrieval*"}}]})
+    query: str = Field(..., min_length=1, max_length=MAX_QUERY_CHARS)
+    top_k: int = Field(10, ge=1, le=50)
+    mode: Literal["bm25", "dense", "hybrid"] = "hybrid"
+    rerank: bool | None = Field(None, description="Default: on when a reranker is configured.")
+    filters: FiltersIn | None = None
+
+    @field_validator("query")
+    @classmethod
+    def not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("query must not be blank")
+        return v
+
+
+class StageScores(BaseModel):
+    bm25: float | None = None
+    dense: float | None = None
+    fused: float | None = None
+    rerank: float | None = None
+
+
+class StageRanks(BaseModel):
+    bm25: int | None = None
+    dense: int | None = None
+    fused: int | None = None
+    rerank: int | None = None
+
+
+class HitOut(BaseModel):
+    chunk_id: str
+    doc_id: str
+    title: str
+    source: str
+    heading: str
+    start: int
+    end: int
+    text: str
+    score: float
+    scores: StageScores
+    ranks: StageRanks
+
+
+class SearchResponse(BaseModel):
+    mode: str
+    reranked: bool
+    dense_used: bool
+    query_lang: str
+    candidates: int
+    timings_ms: dict[str, float]
+    hits: list[HitOut]
+    index_version: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Ready(BaseModel):
+    ready: bool
+    index_dir: str
+    index_version: int | None = None
+    documents: int | None = None
+    chunks: int | None = None
+    embedder: str | None = None
+    reranker: str
+    detail: str | None = None
+
+
+class DocumentIn(BaseModel):
+    """A JSON document for POST /documents (files go as multipart uploads instead)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(..., min_length=1, max_length=512)
+    text: str = Field(..., min_length=1)
+    title: str = ""
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class DocumentsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"documents": [
+        {"id": "faq/refunds", "title": "Refunds", "text": "Refunds are issued within 14 days.",
+         "metadata": {"team": "support"}}]}]})
+    documents: list[DocumentIn] = Field(..., min_length=1, max_length=1000)
+
+
+class IngestOut(BaseModel):
+    index_version: int | None
+    committed: bool
+    added: int
+    updated: int
+    unchanged: int
+    removed: int
+    chunks_total: int
+    skipped: list[dict[str, str]]
+    seconds: float
+
+
+class DocumentOut(BaseModel):
+    doc_id: str
+    title: str | None
+    source: str | None
+    format: str | None
+    n_chunks: int | None
+    n_chars: int | None
+    lang: str | None
+    metadata: dict
+    ingested_at: str | None
+
+
+class DocumentList(BaseModel):
+    total: int
+    documents: list[DocumentOut]
+
+
+class ErrorOut(BaseModel):
+    error: str
+    detail: str | list | None = None
