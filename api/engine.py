@@ -30,6 +30,8 @@ class Engine:
         self.reranker, self.reranker_status = None, "off"
         self.error: str | None = None
         self.write_lock = threading.Lock()
+        self.generator = None
+        self.generator_status = "not loaded"
 
     def load(self) -> None:
         """Load models and the index; a missing index leaves the service up but not ready."""
@@ -37,6 +39,7 @@ class Engine:
             self.settings.reranker, self.settings.rerank_max_length, self.settings.embed_threads)
         if self.reranker is not None:
             self.reranker.load()
+        self.load_generator()
         try:
             self.reload()
         except IndexNotFoundError as exc:
@@ -52,6 +55,26 @@ class Engine:
         self.retriever = HybridRetriever(index, self.embedder, self.settings, self.reranker)
         self.error = None
 
+    def load_generator(self) -> None:
+        """The LLM loads once; when it cannot, /ask answers 503 with the reason (search still works)."""
+        from rag.answer import make_generator
+
+        try:
+            generator = make_generator(self.settings)
+            generator.load()
+        except RagError as exc:
+            self.generator, self.generator_status = None, f"unavailable: {exc}"
+            log.warning("generator %s", self.generator_status)
+            return
+        self.generator, self.generator_status = generator, f"{self.settings.generator}: {generator.name}"
+
+    def pipeline(self):
+        from rag.answer import AnswerPipeline
+
+        if self.generator is None:
+            raise GeneratorUnavailable(f"no LLM available ({self.generator_status})")
+        return AnswerPipeline(self.current(), self.generator, self.settings)
+
     def current(self) -> HybridRetriever:
         retriever = self.retriever
         if retriever is None:
@@ -63,10 +86,14 @@ class Engine:
         return self.embedder
 
 
+class GeneratorUnavailable(RagError):
+    http_status = 503
+
+
 def ready_info(engine: Engine) -> dict:
     r = engine.retriever
     info = {"ready": r is not None, "index_dir": str(engine.index_dir), "reranker": engine.reranker_status,
-            "detail": engine.error}
+            "generator": engine.generator_status, "detail": engine.error}
     if r is not None:
         m = r.index.manifest
         info.update(index_version=m["version"], documents=m["counts"]["documents"], chunks=m["counts"]["chunks"],

@@ -87,6 +87,7 @@ class Ready(BaseModel):
     chunks: int | None = None
     embedder: str | None = None
     reranker: str
+    generator: str = "not loaded"
     detail: str | None = None
 
 
@@ -139,3 +140,44 @@ class DocumentList(BaseModel):
 class ErrorOut(BaseModel):
     error: str
     detail: str | list | None = None
+
+
+class AskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"question": "What does the k1 parameter of BM25 control?"},
+        {"question": "BM25에서 k1은 무엇을 조절하나요?", "top_k": 3, "stream": True},
+        {"question": "How do I reduce hallucinations?", "filters": {"source": "*prompting*"}, "temperature": 0.2}]})
+    question: str = Field(..., min_length=1, max_length=MAX_QUERY_CHARS)
+    top_k: int | None = Field(None, ge=1, le=20, description="Passages given to the LLM (default RAG_CONTEXT_PASSAGES).")
+    filters: FiltersIn | None = None
+    stream: bool = Field(False, description="Server-Sent Events: token deltas, then one final 'answer' event.")
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1, le=4096)
+
+    @field_validator("question")
+    @classmethod
+    def not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("question must not be blank")
+        return v
+
+
+class CitationOut(BaseModel):
+    n: int
+    doc_id: str
+    chunk_id: str
+    title: str
+    source: str
+    snippet: str
+    score: float
+
+
+class AskResponse(BaseModel):
+    answer: str
+    refused: bool
+    refusal_reason: str | None
+    citations: list[CitationOut]
+    timings_ms: dict[str, float]
+    model: str
+    index_version: int

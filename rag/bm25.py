@@ -13,6 +13,7 @@ update only deletes and appends rows.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -143,6 +144,18 @@ class BM25Index:
             s, e = self._indptr[t], self._indptr[t + 1]
             scores[self._indices[s:e]] += (count * self.idf[t]) * self._data[s:e]
         return scores
+
+    def ceiling(self, query_tokens: Sequence[str]) -> float:
+        """The score a document would reach with unbounded tf of every query term: a per-query
+        scale that makes BM25 scores comparable across queries (used by the refusal gate).
+        A query term absent from the corpus counts with the IDF of the rarest possible term, so
+        matching one common word of a five-word question is not mistaken for relevance."""
+        rarest = math.log(self.n_docs + 0.5) - math.log(0.5) if self.n_docs else 1.0
+        total = 0.0
+        for term, count in Counter(query_tokens).items():
+            t = self.term_index.get(term)
+            total += count * (self.idf[t] if t is not None else rarest) * (self.k1 + 1)
+        return total
 
     def search(self, query_tokens: Sequence[str], k: int, allowed: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:

@@ -238,6 +238,53 @@ def search(
 
 
 @app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question (any language; Korean answers in Korean).")],
+    index: IndexOpt = None,
+    k: Annotated[Optional[int], typer.Option("-k", help="Passages given to the LLM.")] = None,
+    filters: Annotated[Optional[list[str]], typer.Option("--filter", "-f", help="doc_id=ID, source=GLOB or FIELD=VALUE.")] = None,
+    stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print the answer as it is generated.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer from the index with numbered citations, or refuse plainly; then list the sources."""
+    from rag.answer import AnswerPipeline, make_generator
+
+    settings, index_dir = _settings(index)
+    try:
+        retriever, _ = load_retriever(settings, index_dir)
+        generator = make_generator(settings)
+        generator.load()
+        pipeline = AnswerPipeline(retriever, generator, settings)
+        answer = None
+        for kind, value in pipeline.stream(question, k, parse_filters(filters)):
+            if kind == "delta" and stream and not as_json:
+                print(value, end="", flush=True)
+            elif kind == "answer":
+                answer = value
+    except RagError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps({"answer": answer.text, "refused": answer.refused, "refusal_reason": answer.refusal_reason,
+                          "citations": [{"n": c.n, **hit_to_dict(c.hit)} for c in answer.citations],
+                          "timings_ms": answer.timings_ms, "model": answer.model}, ensure_ascii=False, indent=2))
+        return
+    if stream and answer.timings_ms.get("generate"):
+        print()
+    if not stream or not answer.timings_ms.get("generate"):
+        out.print(answer.text, highlight=False, markup=False)
+    if answer.refused:
+        out.print(f"[yellow](refused: {answer.refusal_reason})[/]")
+    else:
+        if answer.text != "" and stream:
+            out.print(f"[dim]checked answer:[/] {answer.text}", highlight=False)
+        for c in answer.citations:
+            ch = c.hit.chunk
+            out.print(f"[{c.n}] {ch.title or ch.doc_id} — {ch.source}" + (f" › {ch.heading}" if ch.heading else ""),
+                      highlight=False, markup=False)
+    out.print("[dim]" + ", ".join(f"{k2} {v:.0f} ms" for k2, v in answer.timings_ms.items()) + "[/]")
+
+
+@app.command()
 def serve(
     index: IndexOpt = None,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",

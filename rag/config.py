@@ -68,6 +68,29 @@ class Settings(BaseSettings):
         1.0, ge=0, le=1, description="Final score = w * minmax(cross-encoder) + (1-w) * minmax(fused).")
     rerank_max_length: int = Field(256, ge=32, le=512)
 
+    # --- generation -------------------------------------------------------------------------
+    generator: Literal["local", "openai", "hf"] = Field("local", description="LLM backend.")
+    llm_model: str = Field(
+        "qwen2.5-1.5b", description="local: preset (smollm2, qwen2.5-0.5b, qwen2.5-1.5b) or a .gguf path; "
+        "openai/hf: the served model name.")
+    llm_base_url: str = Field("http://127.0.0.1:8080", description="openai/hf backends: server base URL.")
+    llm_api_key: str = ""
+    llm_timeout: float = Field(120.0, gt=0, description="Seconds before a backend call fails with 504.")
+    llm_retries: int = Field(2, ge=0, le=5, description="Retries of connection failures (before any token).")
+    llm_context_tokens: int = Field(4096, ge=512)
+    llm_threads: int = Field(2, ge=1)
+    max_tokens: int = Field(256, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int | None = 0
+    context_passages: int = Field(5, ge=1, le=20, description="Passages offered to the LLM (best first).")
+    # Retrieval gate: refuse without calling the LLM when the best candidate is this weak.
+    gate_bm25: float = Field(0.15, ge=0, le=1, description="Min BM25 top score / its ceiling for the query.")
+    gate_dense: dict[str, float] = Field(
+        default_factory=lambda: {"minilm": 0.35, "e5-small": 0.80},
+        description="Min cosine of the best dense hit, per embedder (scales differ by model).")
+    gate_rerank: float | None = Field(None, description="Min cross-encoder score when a reranker is active.")
+
     # --- HTTP service -----------------------------------------------------------------------
     api_keys: str = Field("", description="Comma-separated API keys; empty = no auth. Clients send "
                           "'Authorization: Bearer KEY'. /healthz stays open.")

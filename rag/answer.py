@@ -1,0 +1,163 @@
+"""Question answering: retrieve → gate → numbered passages → LLM → checked, cited answer.
+
+A refusal is data (``Answer.refused``): the retrieval gate refuses without calling the LLM when
+no candidate is relevant enough; the LLM's own refusals are detected in English and Korean.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from rag.config import Settings
+from rag.generate import GenParams, Generator
+from rag.prompt import REFUSAL, build_messages, extract_citations, is_refusal, pack
+from rag.retrieve import HybridRetriever
+from rag.types import Answer, Citation, Filters, Hit, SearchResult
+
+# The share of the context window kept for the system prompt, the question and the answer.
+PROMPT_OVERHEAD_TOKENS = 400
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    reason: str | None
+    signals: dict[str, float | None] = field(default_factory=dict)
+
+
+def retrieval_gate(result: SearchResult, bm25_ratio: float | None, settings: Settings, embedder: str) -> GateDecision:
+    """Pass when any calibrated signal says the best candidate is relevant.
+
+    Signals: the cross-encoder's top score (when reranking ran), the best dense cosine (its
+    threshold depends on the embedder: e5 cosines sit much higher than MiniLM's), and the BM25
+    top score divided by its ceiling for this query (scale-free across queries)."""
+    if not result.hits:
+        return GateDecision(False, "no passages retrieved")
+    dense = max((h.dense_score for h in result.hits if h.dense_score is not None), default=None)
+    rerank = max((h.rerank_score for h in result.hits if h.rerank_score is not None), default=None)
+    signals = {"bm25_ratio": bm25_ratio, "dense_max": dense, "rerank_max": rerank}
+    if rerank is not None and settings.gate_rerank is not None:
+        ok = rerank >= settings.gate_rerank
+        return GateDecision(ok, None if ok else "reranker found no relevant passage", signals)
+    dense_min = settings.gate_dense.get(embedder)
+    if dense is not None and dense_min is not None and dense >= dense_min:
+        return GateDecision(True, None, signals)
+    if bm25_ratio is not None and bm25_ratio >= settings.gate_bm25:
+        return GateDecision(True, None, signals)
+    return GateDecision(False, "no retrieved passage is relevant enough", signals)
+
+
+@dataclass
+class Prepared:
+    result: SearchResult
+    gate: GateDecision
+    hits: list[Hit]
+    messages: list[dict[str, str]]
+    lang: str
+    timings: dict[str, float]
+
+
+class AnswerPipeline:
+    """Stateless per question; holds the retriever and the generator."""
+
+    def __init__(self, retriever: HybridRetriever, generator: Generator, settings: Settings) -> None:
+        self.retriever = retriever
+        self.generator = generator
+        self.settings = settings
+
+    def prepare(self, question: str, top_k: int | None = None, filters: Filters | None = None) -> Prepared:
+        s = self.settings
+        k = top_k or s.context_passages
+        t = time.perf_counter()
+        result = self.retriever.search(question, k=max(k, 1), filters=filters)
+        tokens = self.retriever.index.tokenizer(question)
+        ceiling = self.retriever.index.bm25.ceiling(tokens)
+        top_bm25 = max((h.bm25_score for h in result.hits if h.bm25_score is not None), default=None)
+        ratio = (top_bm25 / ceiling) if top_bm25 is not None and ceiling > 0 else None
+        gate = retrieval_gate(result, ratio, s, self.retriever.embedder.name)
+        timings = {"retrieve": result.timings_ms.get("total", 0.0) - result.timings_ms.get("rerank", 0.0),
+                   "rerank": result.timings_ms.get("rerank", 0.0)}
+        lang = result.query_lang
+        hits: list[Hit] = []
+        messages: list[dict[str, str]] = []
+        if gate.passed:
+            budget = s.llm_context_tokens - s.max_tokens - PROMPT_OVERHEAD_TOKENS - \
+                self.generator.count_tokens(question)
+            candidates = [(h.chunk.title, h.chunk.text) for h in result.hits[:k]]
+            packed = pack(candidates, self.generator.count_tokens, max(budget, 64))
+            hits = list(result.hits[: len(packed)])
+            messages = build_messages(question, packed, lang)
+        timings["prepare"] = (time.perf_counter() - t) * 1000
+        return Prepared(result, gate, hits, messages, lang, timings)
+
+    def stream(self, question: str, top_k: int | None = None, filters: Filters | None = None,
+               params: GenParams | None = None, cancel: threading.Event | None = None,
+               prepared: Prepared | None = None) -> Iterator[tuple[str, Any]]:
+        """Yields ``("delta", text)`` while generating, then ``("answer", Answer)`` once.
+
+        Setting ``cancel`` (a client went away) stops generation at the next token."""
+        t0 = time.perf_counter()
+        prep = prepared or self.prepare(question, top_k, filters)
+        timings = {"retrieve": round(prep.timings["retrieve"], 2), "rerank": round(prep.timings["rerank"], 2)}
+        if not prep.gate.passed:
+            timings.update(generate=0.0, total=round((time.perf_counter() - t0) * 1000, 2))
+            lang = prep.lang if prep.lang in REFUSAL else "en"
+            yield "answer", Answer(text=REFUSAL[lang], refused=True, refusal_reason=prep.gate.reason,
+                                   timings_ms=timings, model=self.generator.name)
+            return
+        params = params or GenParams(self.settings.temperature, self.settings.top_p, self.settings.max_tokens,
+                                     self.settings.seed)
+        parts: list[str] = []
+        t_gen = time.perf_counter()
+        ttft = None
+        deltas = self.generator.stream(prep.messages, params)
+        for delta in deltas:
+            if cancel is not None and cancel.is_set():
+                deltas.close()  # stops the backend (llama.cpp loop / HTTP stream)
+                return
+            if ttft is None:
+                ttft = (time.perf_counter() - t_gen) * 1000
+            parts.append(delta)
+            yield "delta", delta
+        gen_ms = (time.perf_counter() - t_gen) * 1000
+        raw = "".join(parts).strip()
+        timings.update(generate=round(gen_ms, 2), ttft=round(ttft or gen_ms, 2),
+                       total=round((time.perf_counter() - t0) * 1000, 2))
+        if is_refusal(raw):
+            yield "answer", Answer(text=raw or REFUSAL.get(prep.lang, REFUSAL["en"]), refused=True,
+                                   refusal_reason="the passages do not hold the answer (model)",
+                                   timings_ms=timings, model=self.generator.name)
+            return
+        text, cited = extract_citations(raw, len(prep.hits))
+        citations = tuple(Citation(n, prep.hits[n - 1]) for n in cited)
+        yield "answer", Answer(text=text, refused=False, citations=citations, timings_ms=timings,
+                               model=self.generator.name)
+
+    def answer(self, question: str, top_k: int | None = None, filters: Filters | None = None,
+               params: GenParams | None = None) -> Answer:
+        final = None
+        for kind, value in self.stream(question, top_k, filters, params):
+            if kind == "answer":
+                final = value
+        assert final is not None
+        return final
+
+
+def make_generator(settings: Settings) -> Generator:
+    """The generator the settings name (not loaded yet)."""
+    from rag.generate import HFGenerator, LlamaCppGenerator, OpenAIGenerator
+
+    if settings.generator == "openai":
+        return OpenAIGenerator(settings.llm_base_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout,
+                               settings.llm_retries, settings.llm_context_tokens)
+    if settings.generator == "hf":
+        return HFGenerator(settings.llm_base_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout,
+                           settings.llm_context_tokens)
+    from rag.models import resolve_gguf
+
+    return LlamaCppGenerator(str(resolve_gguf(settings.llm_model)), settings.llm_model, settings.llm_context_tokens,
+                             settings.llm_threads)

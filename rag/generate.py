@@ -1,0 +1,209 @@
+"""Generators: one protocol, three backends chosen by ``RAG_GENERATOR``.
+
+* ``local``: llama-cpp-python running a GGUF file, offline. Presets name models that ship in PyPI
+  packages (``smollm2`` for tests; ``qwen2.5-0.5b`` and ``qwen2.5-1.5b``, assembled from part
+  packages and verified by SHA-256, see :mod:`rag.models`); any other value is a .gguf path.
+* ``openai``: any OpenAI-compatible ``/v1/chat/completions`` server (vLLM, llama.cpp server,
+  Ollama, OpenAI) by base URL, model name and key; streamed.
+* ``hf``: Hugging Face Inference Endpoints / TGI through ``huggingface_hub.InferenceClient``.
+
+All stream text deltas; errors become :class:`GeneratorError` (502) or :class:`GeneratorTimeout`
+(504) after bounded retries of connection failures (never after the first token).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from rag.errors import RagError
+
+
+class GeneratorError(RagError):
+    """The LLM backend failed (unreachable, bad response)."""
+
+    http_status = 502
+
+
+class GeneratorTimeout(GeneratorError):
+    """The LLM backend did not answer in time."""
+
+    http_status = 504
+
+
+@dataclass(frozen=True)
+class GenParams:
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    seed: int | None = 0
+    stop: tuple[str, ...] = field(default_factory=tuple)
+
+
+@runtime_checkable
+class Generator(Protocol):
+    name: str
+    context_tokens: int
+
+    def load(self) -> None: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def stream(self, messages: Sequence[dict[str, str]], params: GenParams) -> Iterator[str]: ...
+
+
+class LlamaCppGenerator:
+    """A GGUF model in-process through llama-cpp-python (one generation at a time)."""
+
+    def __init__(self, model_path: str, name: str | None = None, n_ctx: int = 4096, threads: int = 2) -> None:
+        self.model_path = model_path
+        self.name = name or model_path
+        self.context_tokens = n_ctx
+        self._threads = threads
+        self._llm = None
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        if self._llm is not None:
+            return
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise GeneratorError("the local generator needs llama-cpp-python (see README: install)") from exc
+        self._llm = Llama(model_path=self.model_path, n_ctx=self.context_tokens, n_threads=self._threads,
+                          verbose=False)
+
+    def count_tokens(self, text: str) -> int:
+        self.load()
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def stream(self, messages: Sequence[dict[str, str]], params: GenParams) -> Iterator[str]:
+        self.load()
+        with self._lock:  # a llama.cpp context serves one sequence at a time
+            chunks = self._llm.create_chat_completion(
+                messages=list(messages), stream=True, temperature=params.temperature, top_p=params.top_p,
+                max_tokens=params.max_tokens, seed=params.seed, stop=list(params.stop) or None)
+            try:
+                for chunk in chunks:
+                    delta = chunk["choices"][0].get("delta", {}).get("content")
+                    if delta:
+                        yield delta
+            finally:
+                chunks.close()  # a client that disconnects stops generation here
+
+
+class OpenAIGenerator:
+    """Streaming client for OpenAI-compatible chat completions."""
+
+    def __init__(self, base_url: str, model: str, api_key: str = "", timeout: float = 60.0, retries: int = 2,
+                 context_tokens: int = 4096) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.name = f"openai:{model}"
+        self.context_tokens = context_tokens
+        self._key = api_key
+        self._timeout = timeout
+        self._retries = retries
+        self._client = None
+
+    def load(self) -> None:
+        import httpx
+
+        if self._client is None:
+            headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+            self._client = httpx.Client(base_url=self.base_url, headers=headers,
+                                        timeout=httpx.Timeout(self._timeout, connect=min(10.0, self._timeout)))
+
+    def count_tokens(self, text: str) -> int:
+        # No tokenizer for a remote model: a conservative estimate (about 3 characters a token).
+        return len(text) // 3 + 1
+
+    def stream(self, messages: Sequence[dict[str, str]], params: GenParams) -> Iterator[str]:
+        import httpx
+
+        self.load()
+        body = {"model": self.model, "messages": list(messages), "stream": True, "temperature": params.temperature,
+                "top_p": params.top_p, "max_tokens": params.max_tokens}
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if params.stop:
+            body["stop"] = list(params.stop)
+        for attempt in range(self._retries + 1):
+            started = False
+            try:
+                with self._client.stream("POST", "/v1/chat/completions", json=body) as resp:
+                    if resp.status_code >= 400:
+                        resp.read()
+                        raise GeneratorError(f"LLM backend answered {resp.status_code}: {resp.text[:200]}")
+                    for line in resp.iter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            return
+                        try:
+                            delta = json.loads(data)["choices"][0].get("delta", {}).get("content")
+                        except (ValueError, KeyError, IndexError) as exc:
+                            raise GeneratorError(f"malformed stream from LLM backend: {data[:120]}") from exc
+                        if delta:
+                            started = True
+                            yield delta
+                return
+            except httpx.TimeoutException as exc:
+                if started or attempt == self._retries:
+                    raise GeneratorTimeout(f"LLM backend timed out after {self._timeout:g} s") from exc
+            except httpx.TransportError as exc:
+                if started or attempt == self._retries:
+                    raise GeneratorError(f"LLM backend unreachable at {self.base_url}: {exc}") from exc
+            time.sleep(0.2 * (attempt + 1))
+
+
+class HFGenerator:
+    """Hugging Face Inference Endpoints / TGI (chat completion API) via ``InferenceClient``."""
+
+    def __init__(self, base_url: str, model: str = "tgi", token: str = "", timeout: float = 60.0,
+                 context_tokens: int = 4096) -> None:
+        self.base_url = base_url
+        self.model = model
+        self.name = f"hf:{model}"
+        self.context_tokens = context_tokens
+        self._token = token or None
+        self._timeout = timeout
+        self._client = None
+
+    def load(self) -> None:
+        import huggingface_hub.constants as hf_constants
+        from huggingface_hub import InferenceClient
+
+        # HF_HUB_OFFLINE keeps model loading off the hub; a configured inference endpoint is an
+        # explicit network destination, so this client must still reach it.
+        hf_constants.HF_HUB_OFFLINE = False
+        if self._client is None:
+            self._client = InferenceClient(base_url=self.base_url, api_key=self._token, timeout=self._timeout)
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 3 + 1
+
+    def stream(self, messages: Sequence[dict[str, str]], params: GenParams) -> Iterator[str]:
+        self.load()
+        try:
+            chunks = self._client.chat_completion(
+                messages=list(messages), model=self.model, stream=True, max_tokens=params.max_tokens,
+                temperature=params.temperature, top_p=params.top_p, seed=params.seed,
+                stop=list(params.stop) or None)
+            for chunk in chunks:
+                delta = chunk.choices[0].delta.content if chunk.choices else None
+                if delta:
+                    yield delta
+        except RagError:
+            raise
+        except TimeoutError as exc:
+            raise GeneratorTimeout(f"LLM backend timed out after {self._timeout:g} s") from exc
+        except Exception as exc:  # huggingface_hub raises many types (HTTP, connection, parsing)
+            if "timed out" in str(exc).lower():
+                raise GeneratorTimeout(f"LLM backend timed out after {self._timeout:g} s") from exc
+            raise GeneratorError(f"LLM backend failed: {exc.__class__.__name__}: {str(exc)[:200]}") from exc
