@@ -62,7 +62,9 @@ class Settings(BaseSettings):
     language_gate: bool = Field(
         True, description="Drop the dense list for queries in a language the embedder does not know "
         "(e.g. Korean with all-MiniLM-L6-v2) instead of letting it drag the fusion down.")
-    reranker: str = Field("none", description="'none', a local CrossEncoder directory, or a model name.")
+    reranker: str = Field(
+        "models/reranker", description="A local CrossEncoder directory (default: where `rag train-reranker` "
+        "saves; when it does not exist the service runs without reranking and says so), a model name, or 'none'.")
     rerank_top: int = Field(30, ge=1, le=500, description="Fused candidates the cross-encoder rescores.")
     rerank_weight: float = Field(
         0.5, ge=0, le=1, description="Final score = w * minmax(cross-encoder) + (1-w) * minmax(fused); "

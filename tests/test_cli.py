@@ -27,11 +27,12 @@ def test_ingest_info_and_exit_codes(corpus_dir, tmp_path):
     assert r.returncode == 3  # skipped inputs with --strict
     assert "unchanged" in r.stdout and "broken.pdf" in r.stdout
 
-    r = rag("info", "--index", index)
+    r = rag("info", "--index", index, env={"RAG_RERANKER": str(tmp_path / "no-model")})
     # RAG_EMBEDDER=auto: 2 of the 8 documents are Korean, so the multilingual embedder was chosen
     assert r.returncode == 0 and "e5-small" in r.stdout and "documents / chunks" in r.stdout
-    assert "reranker off" in r.stdout  # no trained reranker configured: said, not hidden
-    info = json.loads(rag("info", "--index", index, "--json").stdout)
+    assert "reranker off" in r.stdout  # no trained model: said, not hidden
+    info = json.loads(rag("info", "--index", index, "--json", env={"RAG_RERANKER": str(tmp_path / "no-model")}).stdout)
+    assert info["reranker"].startswith("off: no reranker at")
     assert info["counts"]["documents"] == 8 and info["versions_on_disk"] == ["v000001"]
     assert info["reranker"].startswith("off")
 

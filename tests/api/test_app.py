@@ -18,6 +18,7 @@ def index_dir(embedder, tmp_path_factory):
 
 
 def make_client(index_dir, **kw):
+    kw.setdefault("reranker", "none")
     settings = Settings(_env_file=None, index_dir=index_dir, **kw)
     return TestClient(create_app(settings))
 

@@ -21,7 +21,7 @@ def index_dir(embedder, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(index_dir, smollm2):
-    settings = Settings(_env_file=None, index_dir=index_dir, llm_model="smollm2", llm_context_tokens=2048,
+    settings = Settings(_env_file=None, index_dir=index_dir, llm_model="smollm2", llm_context_tokens=2048, reranker="none",
                         max_tokens=32)
     with TestClient(create_app(settings)) as c:
         yield c
@@ -78,7 +78,7 @@ def test_invalid_questions_are_422(client, payload):
 
 
 def test_unavailable_llm_is_503_and_search_still_works(index_dir):
-    settings = Settings(_env_file=None, index_dir=index_dir, llm_model="/no/such/model.gguf")
+    settings = Settings(_env_file=None, index_dir=index_dir, llm_model="/no/such/model.gguf", reranker="none")
     with TestClient(create_app(settings)) as c:
         r = c.post("/ask", json={"question": "What is BM25?"})
         assert r.status_code == 503 and "no LLM available" in r.json()["detail"]
