@@ -10,7 +10,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from rich.table import Table
 
 from rag.config import Settings, get_settings
 from rag.errors import RagError
+
+if TYPE_CHECKING:
+    from rag.types import Filters
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Retrieval-augmented QA: ingest documents, search, ask, evaluate.")

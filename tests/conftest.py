@@ -64,3 +64,14 @@ def smollm2():
     gen = LlamaCppGenerator(str(resolve_gguf("smollm2")), "smollm2", n_ctx=2048, threads=2)
     gen.load()
     return gen
+
+
+@pytest.fixture(scope="session")
+def fixture_index(embedder, tmp_path_factory):
+    """The fixture corpus ingested once with MiniLM (read-only: copy it before changing it)."""
+    from ingest.pipeline import ingest
+
+    path = tmp_path_factory.mktemp("fixture-index")
+    ingest([FIXTURES / "corpus"], path, Settings(_env_file=None, embedder="minilm"), embedder=embedder,
+           progress=False)
+    return path

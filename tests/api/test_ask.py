@@ -6,17 +6,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from ingest.pipeline import ingest
 from rag.config import Settings
-from tests.conftest import FIXTURES
 
 
 @pytest.fixture(scope="module")
-def index_dir(embedder, tmp_path_factory):
-    path = tmp_path_factory.mktemp("ask-ix")
-    ingest([FIXTURES / "corpus"], path, Settings(_env_file=None, embedder="minilm"), embedder=embedder,
-           progress=False)
-    return path
+def index_dir(fixture_index):
+    return fixture_index
 
 
 @pytest.fixture(scope="module")

