@@ -181,7 +181,7 @@ def ingest(paths: Sequence[Path | str], index_dir: Path | str, settings: Setting
                     report.skipped.append(Skipped(item.source, f"duplicate document id {item.doc_id!r}"))
                     continue
                 seen.add(item.doc_id)
-                if item.doc_id in delete:
+                if item.doc_id in delete:  # deleted in the same run: not re-added
                     continue
                 digest = content_hash(item)
                 old = known.get(item.doc_id)
@@ -201,7 +201,8 @@ def ingest(paths: Sequence[Path | str], index_dir: Path | str, settings: Setting
                 new_docs.append(NewDoc(item.doc_id, item.title, item.source, item.format, digest,
                                        len(chunks), len(item.text), detect_lang(item.text[:5000]),
                                        dict(item.metadata)))
-        removed = [d for d in known if d in set(delete) or (prune and d not in seen)]
+        delete_set = set(delete)
+        removed = [d for d in known if d in delete_set or (prune and d not in seen)]
         # A changed document already counted as updated; a pruned/deleted one as removed.
         report.removed = len([d for d in removed if d not in replaced])
         remove_ids = sorted(set(replaced) | set(removed))
