@@ -9,6 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 MAX_QUERY_CHARS = 2000
 
 
+def _not_blank(v: str, info) -> str:
+    """Shared by every free-text field: whitespace alone is not a question."""
+    if not v.strip():
+        raise ValueError(f"{info.field_name} must not be blank")
+    return v
+
+
 class FiltersIn(BaseModel):
     """Restrict retrieval; all given conditions must hold."""
 
@@ -28,12 +35,7 @@ class SearchRequest(BaseModel):
     rerank: bool | None = Field(None, description="Default: on when a reranker is configured.")
     filters: FiltersIn | None = None
 
-    @field_validator("query")
-    @classmethod
-    def not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("query must not be blank")
-        return v
+    _query_not_blank = field_validator("query")(_not_blank)
 
 
 class StageScores(BaseModel):
@@ -155,12 +157,7 @@ class AskRequest(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1, le=4096)
 
-    @field_validator("question")
-    @classmethod
-    def not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("question must not be blank")
-        return v
+    _question_not_blank = field_validator("question")(_not_blank)
 
 
 class CitationOut(BaseModel):
