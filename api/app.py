@@ -20,8 +20,20 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from api.engine import Engine, ready_info
-from api.schemas import (AskRequest, AskResponse, CitationOut, DocumentList, DocumentOut, DocumentsIn, ErrorOut, Health, IngestOut, Ready,
-                         SearchRequest, SearchResponse)
+from api.schemas import (
+    AskRequest,
+    AskResponse,
+    CitationOut,
+    DocumentList,
+    DocumentOut,
+    DocumentsIn,
+    ErrorOut,
+    Health,
+    IngestOut,
+    Ready,
+    SearchRequest,
+    SearchResponse,
+)
 from rag.cli import hit_to_dict
 from rag.config import Settings, get_settings
 from rag.errors import InvalidRequestError, RagError

@@ -27,13 +27,13 @@ INDEX = ROOT / "indexes" / "bench-100k"
 
 
 def build(n: int) -> None:
+    from eval.common import scifact_windows
     from ingest.pipeline import dense_settings, index_settings
     from rag.config import Settings
     from rag.embed import make_embedder
     from rag.index import IndexLock, NewDoc, current_version_dir, write_version
     from rag.text import Tokenizer
     from rag.types import Chunk
-    from eval.common import scifact_windows
 
     if current_version_dir(INDEX) is not None:
         return

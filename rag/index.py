@@ -35,8 +35,13 @@ import numpy as np
 
 from rag.bm25 import BM25Index, TermMatrix
 from rag.dense import DenseIndex
-from rag.errors import (EmbedderMismatchError, IndexCorruptError, IndexLockedError,
-                        IndexNotFoundError, InvalidRequestError)
+from rag.errors import (
+    EmbedderMismatchError,
+    IndexCorruptError,
+    IndexLockedError,
+    IndexNotFoundError,
+    InvalidRequestError,
+)
 from rag.text import Tokenizer
 from rag.types import Chunk, Filters
 
