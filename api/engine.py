@@ -36,7 +36,8 @@ class Engine:
     def load(self) -> None:
         """Load models and the index; a missing index leaves the service up but not ready."""
         self.reranker, self.reranker_status = make_reranker(
-            self.settings.reranker, self.settings.rerank_max_length, self.settings.embed_threads)
+            self.settings.reranker, self.settings.rerank_max_length, self.settings.embed_threads,
+            self.settings.rerank_int8)
         if self.reranker is not None:
             self.reranker.load()
         self.load_generator()

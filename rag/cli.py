@@ -112,7 +112,6 @@ def ingest(
 def info(index: IndexOpt = None, as_json: JsonOpt = False) -> None:
     """Describe an index: models, settings, counts, versions, size on disk."""
     from rag.index import Index
-
     from rag.rerank import make_reranker
 
     settings, index_dir = _settings(index)
@@ -196,7 +195,7 @@ def load_retriever(settings: Settings, index_dir: Path, rerank: bool | None = No
     embedder = make_embedder(index.embedder_name, settings.embed_threads)
     embedder.load()  # load now, so that no query pays for it
     reranker, status = (None, "off") if rerank is False else make_reranker(
-        settings.reranker, settings.rerank_max_length, settings.embed_threads)
+        settings.reranker, settings.rerank_max_length, settings.embed_threads, settings.rerank_int8)
     return HybridRetriever(index, embedder, settings, reranker), status
 
 

