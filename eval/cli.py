@@ -79,3 +79,60 @@ def retrieval(
     result["command"] = "rag eval " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     write_report(result, out)
     typer.echo(out.with_suffix(".md").read_text())
+
+
+@app.command("answers")
+def answers(
+    dataset: Annotated[Path, typer.Option(help="SQuAD-format JSON: SQuAD 2.0 (with unanswerable questions) or KorQuAD 1.0.")],
+    out: Annotated[Path, typer.Option(help="Report path: writes .json, .md and .png.")] = Path("eval/results/answers.json"),
+    limit: Annotated[Optional[int], typer.Option(help="Sample this many questions (fixed seed).")] = None,
+    part: Annotated[str, typer.Option(help="heldout | dev | train | all (fixed hash split by article).")] = "heldout",
+    seed: Annotated[int, typer.Option(help="Sampling seed for --limit.")] = 13,
+    index: Annotated[Optional[Path], typer.Option("--index", "-i", help="Index to (re)use; default indexes/answers-NAME-EMBEDDER.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="LLM (default: RAG_LLM_MODEL), e.g. qwen2.5-0.5b, qwen2.5-1.5b, smollm2.")] = None,
+    embedder: Annotated[Optional[str], typer.Option(help="Embedder for the index (default: RAG_EMBEDDER).")] = None,
+    rerank: Annotated[Optional[bool], typer.Option("--rerank/--no-rerank", help="Default: rerank when a reranker is configured and present.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Answer quality end to end (retrieval over the whole corpus, gate, LLM): EM/F1, contains-gold,
+    refusals, citations, ROUGE-L/BLEU, TTFT and tokens/s; JSON + Markdown + PNG."""
+    from eval.answers import load_qa, run, select, write_report
+    from rag.answer import AnswerPipeline, make_generator
+    from rag.cli import load_retriever
+    from rag.errors import ConfigError
+
+    settings = get_settings()
+    updates = {}
+    if model:
+        updates["llm_model"] = model
+    if embedder:
+        updates["embedder"] = embedder
+    settings = settings.model_copy(update=updates)
+    try:
+        if not dataset.is_file():
+            raise ConfigError(f"no such data set file: {dataset}")
+        name, docs, items = load_qa(dataset)
+        chosen = select(items, part, limit, seed)
+        if not chosen:
+            raise ConfigError(f"no questions in part {part!r} of {dataset}")
+        from ingest.pipeline import ingest
+
+        index_dir = index or Path("indexes") / f"answers-{name}-{settings.embedder}".replace("/", "_")
+        ingest([], index_dir, settings, documents=docs, progress=not quiet)
+        retriever, status = load_retriever(settings, index_dir, rerank)
+        generator = make_generator(settings)
+        generator.load()
+        pipeline = AnswerPipeline(retriever, generator, settings)
+        result = run(pipeline, name, chosen, keep_text="korquad" not in name.lower(), progress=not quiet)
+    except RagError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code)
+    m = retriever.index.manifest
+    result.update(part=part, model=generator.name, reranker=status,
+                  index={"path": str(index_dir), "embedder": m["embedder"]["name"], "chunks": m["counts"]["chunks"]},
+                  settings={k: getattr(settings, k) for k in ("llm_model", "llm_context_tokens", "max_tokens",
+                                                              "temperature", "context_passages", "gate_bm25",
+                                                              "gate_dense", "gate_rerank", "fusion")},
+                  command="rag eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
+    write_report(result, out)
+    typer.echo(out.with_suffix(".md").read_text())

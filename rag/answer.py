@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag.config import Settings
-from rag.generate import GenParams, Generator
+from rag.generate import Generator, GenParams
 from rag.prompt import REFUSAL, build_messages, extract_citations, is_refusal, pack
 from rag.retrieve import HybridRetriever
 from rag.types import Answer, Citation, Filters, Hit, SearchResult
@@ -69,16 +69,21 @@ class AnswerPipeline:
         self.generator = generator
         self.settings = settings
 
-    def prepare(self, question: str, top_k: int | None = None, filters: Filters | None = None) -> Prepared:
-        s = self.settings
-        k = top_k or s.context_passages
-        t = time.perf_counter()
+    def search_and_gate(self, question: str, k: int, filters: Filters | None = None
+                        ) -> tuple[SearchResult, GateDecision]:
+        """Retrieve and apply the retrieval gate (no LLM involved; the gate calibration uses this)."""
         result = self.retriever.search(question, k=max(k, 1), filters=filters)
         tokens = self.retriever.index.tokenizer(question)
         ceiling = self.retriever.index.bm25.ceiling(tokens)
         top_bm25 = max((h.bm25_score for h in result.hits if h.bm25_score is not None), default=None)
         ratio = (top_bm25 / ceiling) if top_bm25 is not None and ceiling > 0 else None
-        gate = retrieval_gate(result, ratio, s, self.retriever.embedder.name)
+        return result, retrieval_gate(result, ratio, self.settings, self.retriever.embedder.name)
+
+    def prepare(self, question: str, top_k: int | None = None, filters: Filters | None = None) -> Prepared:
+        s = self.settings
+        k = top_k or s.context_passages
+        t = time.perf_counter()
+        result, gate = self.search_and_gate(question, k, filters)
         timings = {"retrieve": result.timings_ms.get("total", 0.0) - result.timings_ms.get("rerank", 0.0),
                    "rerank": result.timings_ms.get("rerank", 0.0)}
         lang = result.query_lang
@@ -125,17 +130,18 @@ class AnswerPipeline:
             yield "delta", delta
         gen_ms = (time.perf_counter() - t_gen) * 1000
         raw = "".join(parts).strip()
+        n_tokens = self.generator.count_tokens(raw) if raw else 0
         timings.update(generate=round(gen_ms, 2), ttft=round(ttft or gen_ms, 2),
                        total=round((time.perf_counter() - t0) * 1000, 2))
         if is_refusal(raw):
             yield "answer", Answer(text=raw or REFUSAL.get(prep.lang, REFUSAL["en"]), refused=True,
                                    refusal_reason="the passages do not hold the answer (model)",
-                                   timings_ms=timings, model=self.generator.name)
+                                   timings_ms=timings, model=self.generator.name, tokens=n_tokens)
             return
         text, cited = extract_citations(raw, len(prep.hits))
         citations = tuple(Citation(n, prep.hits[n - 1]) for n in cited)
         yield "answer", Answer(text=text, refused=False, citations=citations, timings_ms=timings,
-                               model=self.generator.name)
+                               model=self.generator.name, tokens=n_tokens)
 
     def answer(self, question: str, top_k: int | None = None, filters: Filters | None = None,
                params: GenParams | None = None) -> Answer:

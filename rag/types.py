@@ -84,6 +84,7 @@ class Answer:
     citations: tuple[Citation, ...] = ()
     timings_ms: dict[str, float] = field(default_factory=dict, hash=False, compare=False)
     model: str = ""
+    tokens: int = 0  # generated tokens (0 when the gate refused before calling the LLM)
 
 
 @dataclass(frozen=True)
