@@ -18,7 +18,7 @@ questions while passing the most in-corpus ones. Writes
 ``eval/results/gate_calibration_EMBEDDER.{json,md,png}``.
 
     python -m eval.calibrate_gate --embedder minilm     # ~10 min here (SciFact ingest included)
-    python -m eval.calibrate_gate --embedder e5-small   # ~15 min (e5 indexes of SQuAD and KorQuAD)
+    python -m eval.calibrate_gate --embedder e5-small --bm25 0.39  # ~15 min (e5 indexes)
 """
 
 from __future__ import annotations
@@ -50,12 +50,16 @@ def pass_rate(sig: np.ndarray, dense_min: float, bm25_min: float) -> float:
     return float(ok.mean()) if len(sig) else float("nan")
 
 
-def choose(pos: list[np.ndarray], ooc: np.ndarray, ooc_refused: float) -> tuple[float, float]:
+def choose(pos: list[np.ndarray], ooc: np.ndarray, ooc_refused: float, bm25: float | None = None
+           ) -> tuple[float, float]:
     """Thresholds maximising the mean pass rate of the in-corpus sets with OOC refusal >= target.
-    Among equals, the larger thresholds (more margin against unseen out-of-corpus questions)."""
+    Among equals, the larger thresholds (more margin against unseen out-of-corpus questions).
+    ``bm25`` fixes the BM25 threshold (it is one setting shared by all embedders)."""
     best = None
     dense_grid = np.round(np.arange(0.0, 1.0, 0.01), 2)
     bm25_grid = np.append(np.round(np.arange(0.0, 1.0, 0.01), 2), 1.01)  # 1.01 = BM25 signal off
+    if bm25 is not None:
+        bm25_grid = np.array([bm25])
     for d, b in itertools.product(dense_grid, bm25_grid):
         if 1 - pass_rate(ooc, d, b) < ooc_refused:
             continue
@@ -130,6 +134,8 @@ def main() -> None:
     ap.add_argument("--embedder", default="minilm", choices=["minilm", "e5-small"])
     ap.add_argument("--ooc-refused", type=float, default=0.98)
     ap.add_argument("--limit", type=int, default=600, help="questions per in-corpus population")
+    ap.add_argument("--bm25", type=float, default=None,
+                    help="fix the BM25 ratio threshold (shared by all embedders) and choose only the dense one")
     ap.add_argument("--out", type=Path, default=None, help="default eval/results/gate_calibration_EMBEDDER.json")
     args = ap.parse_args()
     out = args.out or RESULTS / f"gate_calibration_{args.embedder}.json"
@@ -138,7 +144,8 @@ def main() -> None:
 
     settings = get_settings().model_copy(update={"embedder": args.embedder})
     sig, inside, outside = populations(args.embedder, settings, args.limit)
-    d, b = choose([sig[k] for k in inside], np.vstack([sig[k] for k in outside]), args.ooc_refused)
+    d, b = choose([sig[k] for k in inside], np.vstack([sig[k] for k in outside]), args.ooc_refused,
+               args.bm25)
     old = (settings.gate_dense[args.embedder], settings.gate_bm25)
     table = {k: {"n": int(len(v)), "passed_chosen": round(pass_rate(v, d, b), 4),
                  "passed_previous": round(pass_rate(v, *old), 4),
@@ -159,7 +166,8 @@ def main() -> None:
     for k, v in table.items():
         lines.append(f"| {k} | {v['n']} | {100 * v['passed_chosen']:.1f} % | {100 * v['passed_previous']:.1f} % | "
                      f"{100 * v['passed_dense_only']:.1f} % | {v['dense_median']:.3f} | {v['bm25_ratio_median']:.3f} |")
-    lines += ["", f"Command: `python -m eval.calibrate_gate --embedder {args.embedder}`", ""]
+    fixed = f" --bm25 {args.bm25:g}" if args.bm25 is not None else ""
+    lines += ["", f"Command: `python -m eval.calibrate_gate --embedder {args.embedder}{fixed}`", ""]
     out.with_suffix(".md").write_text("\n".join(lines), encoding="utf-8")
 
     import matplotlib

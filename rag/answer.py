@@ -14,7 +14,7 @@ from typing import Any
 
 from rag.config import Settings
 from rag.generate import Generator, GenParams
-from rag.prompt import REFUSAL, build_messages, extract_citations, is_refusal, pack
+from rag.prompt import REFUSAL, build_messages, extract_citations, is_refusal, pack, repair_citations, support
 from rag.retrieve import HybridRetriever
 from rag.types import Answer, Citation, Filters, Hit, SearchResult
 
@@ -139,6 +139,10 @@ class AnswerPipeline:
                                    timings_ms=timings, model=self.generator.name, tokens=n_tokens)
             return
         text, cited = extract_citations(raw, len(prep.hits))
+        if prep.hits and self.settings.citation_repair:
+            tok = self.retriever.index.tokenizer
+            overlaps = support(text, tok(question), [tok(h.chunk.text) for h in prep.hits], tok)
+            text, cited = repair_citations(text, cited, overlaps)
         citations = tuple(Citation(n, prep.hits[n - 1]) for n in cited)
         yield "answer", Answer(text=text, refused=False, citations=citations, timings_ms=timings,
                                model=self.generator.name, tokens=n_tokens)

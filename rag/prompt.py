@@ -107,6 +107,45 @@ def extract_citations(answer: str, n_passages: int) -> tuple[str, list[int]]:
     return cleaned, cited
 
 
+def support(answer: str, question_terms: Sequence[str], passage_terms: Sequence[Sequence[str]],
+            tokenize: Callable[[str], Sequence[str]]) -> list[int]:
+    """For each passage, how many of the answer's own terms it holds.
+
+    The answer's own terms are its terms (citation markers removed) minus those it merely
+    repeats from the question: what the answer adds is what a passage must support."""
+    new_terms = set(tokenize(_CITE.sub(" ", answer))) - set(question_terms)
+    return [len(new_terms & set(terms)) for terms in passage_terms]
+
+
+def repair_citations(answer: str, cited: Sequence[int], overlaps: Sequence[int], min_overlap: int = 2
+                     ) -> tuple[str, list[int]]:
+    """Cite the passage that supports an answer when the model cited nothing or only passages
+    that hardly support it (small models cite ``[1]`` by habit).
+
+    The best-supporting passage (most of the answer's own terms, at least ``min_overlap``; ties go
+    to the better-ranked passage) is cited when the answer has no citation, or replaces the
+    model's citations when it holds more than twice as many of those terms as every cited one."""
+    if not overlaps:
+        return answer, list(cited)
+    best = max(overlaps)
+    best_n = overlaps.index(best) + 1
+    if best < min_overlap:
+        return answer, list(cited)
+    if cited and best <= 2 * max(overlaps[n - 1] for n in cited):
+        return answer, list(cited)
+    text = _CITE.sub("", answer)
+    text = re.sub(r"[ \t]+([.,;:!?])", r"\1", text)
+    text = re.sub(r"[ \t]{2,}", " ", text).strip()
+    return add_citation(text, best_n), [best_n]
+
+
+def add_citation(answer: str, n: int) -> str:
+    """``answer`` with ``[n]`` before its final punctuation (or at its end)."""
+    text = answer.rstrip()
+    m = re.search(r"[.!?。]+$", text)
+    return f"{text[: m.start()]} [{n}]{m.group(0)}" if m else f"{text} [{n}]"
+
+
 _REFUSAL_PATTERNS = [
     r"\bi (?:do not|don't|cannot|can't) (?:know|find|answer|determine|tell)\b",
     r"\b(?:passages?|documents?|context|provided (?:text|information)) (?:do(?:es)? not|don't|doesn't) "

@@ -78,7 +78,7 @@ def test_prompt_holds_numbered_delimited_passages_and_the_injection_stays_data(p
 
 
 def test_korean_question_gets_the_korean_rules(pipeline):
-    prep = pipeline.prepare("서울에서 열린 회의에서 무엇을 논의했나요?")
+    prep = pipeline.prepare("형태소 분석기는 조사와 어미를 분리하나요?")
     assert prep.lang == "ko" and REFUSAL["ko"] in prep.messages[0]["content"]
     assert prep.hits[0].chunk.doc_id == "ko/bm25-ko.md"
 
@@ -89,3 +89,72 @@ def test_context_budget_never_overflows(retriever, smollm2):
     used = sum(smollm2.count_tokens(m["content"]) for m in prep.messages) + 16  # chat template tokens
     assert used + s.max_tokens <= s.llm_context_tokens
     assert 1 <= len(prep.hits) < 10
+
+
+class ScriptedLLM:
+    """A generator that replays fixed tokens: the pipeline's post-processing is under test here
+    (refusal detection, citation checks, cancellation), not a model. Token counts come from the
+    real SmolLM2 tokenizer so that context packing is real."""
+
+    def __init__(self, tokens, counter):
+        self.name, self.context_tokens, self.tokens, self.sent = "scripted", 2048, tokens, 0
+        self._count = counter
+
+    def load(self):
+        pass
+
+    def count_tokens(self, text):
+        return self._count(text)
+
+    def stream(self, messages, params):
+        for tok in self.tokens:
+            self.sent += 1
+            yield tok
+
+
+def _pipe(retriever, smollm2, tokens):
+    return AnswerPipeline(retriever, ScriptedLLM(tokens, smollm2.count_tokens),
+                          Settings(_env_file=None, llm_context_tokens=2048, max_tokens=48))
+
+
+@pytest.mark.parametrize("reply", ["I don't know based on the provided documents.",
+                                   "The passages do not mention who won.", "제공된 문서에서 답을 찾을 수 없습니다."])
+def test_model_refusal_is_data_with_no_citations(retriever, smollm2, reply):
+    answer = _pipe(retriever, smollm2, [reply[:10], reply[10:]]).answer("What does the parameter k1 control in BM25?")
+    assert answer.refused and answer.citations == ()
+    assert answer.refusal_reason == "the passages do not hold the answer (model)"
+
+
+def test_invalid_citations_are_removed_and_the_list_holds_exactly_the_cited(retriever, smollm2):
+    pipe = _pipe(retriever, smollm2, ["k1 sets term-frequency saturation ", "[2]", " and b length ", "[9][1]", "."])
+    prep = pipe.prepare("What does the parameter k1 control in BM25?")
+    assert len(prep.hits) >= 2
+    answer = pipe.answer("What does the parameter k1 control in BM25?")
+    assert not answer.refused and "[9]" not in answer.text and answer.text.endswith("length [1].")
+    assert [c.n for c in answer.citations] == [2, 1]
+    assert [c.hit.chunk.chunk_id for c in answer.citations] == [prep.hits[1].chunk.chunk_id,
+                                                                prep.hits[0].chunk.chunk_id]
+
+
+def test_cancel_stops_the_real_model_mid_answer(pipeline):
+    import threading
+
+    cancel = threading.Event()
+    events = []
+    for kind, value in pipeline.stream("What does the parameter k1 control in BM25?", cancel=cancel,
+                                       params=GenParams(max_tokens=48)):
+        events.append(kind)
+        if kind == "delta" and events.count("delta") == 2:
+            cancel.set()  # what the API does when the client disconnects
+    assert events.count("delta") == 2 and "answer" not in events
+
+
+def test_an_uncited_answer_is_attributed_to_the_passage_that_holds_it(retriever, smollm2):
+    q = "What does the parameter k1 control in BM25?"
+    pipe = _pipe(retriever, smollm2, ["It controls term-frequency saturation, ", "typically between 1.2 and 2.0."])
+    prep = pipe.prepare(q)
+    answer = pipe.answer(q)
+    assert len(answer.citations) == 1 and answer.text.endswith("2.0 [%d]." % answer.citations[0].n)
+    assert "saturation" in answer.citations[0].hit.chunk.text
+    off = AnswerPipeline(pipe.retriever, pipe.generator, pipe.settings.model_copy(update={"citation_repair": False}))
+    assert off.answer(q).citations == () and prep.hits

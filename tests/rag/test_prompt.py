@@ -43,3 +43,20 @@ def test_refusals_detected_in_english_and_korean():
     for text in ("k1 controls term-frequency saturation [1].", "서울은 대한민국의 수도입니다 [1].",
                  "BM25 is a ranking function [1]. Whether it is best, I don't know."):
         assert not is_refusal(text), text
+
+
+def test_citation_repair_cites_the_passage_holding_the_answers_own_terms():
+    from rag.prompt import add_citation, repair_citations, support
+
+    tok = str.split
+    passages = [tok("the lighthouse has a red lamp"), tok("alma rudd built the lighthouse in 1887")]
+    # "lighthouse"/"built" come from the question; "alma", "rudd", "1887" are the answer's own terms.
+    ov = support("alma rudd built it in 1887 [1]", tok("who built the lighthouse"), passages, tok)
+    assert ov == [0, 4]  # alma, rudd, in, 1887
+    assert repair_citations("Alma Rudd built it.", [], ov) == ("Alma Rudd built it [2].", [2])
+    assert repair_citations("Alma Rudd built it [1].", [1], ov) == ("Alma Rudd built it [2].", [2])
+    assert repair_citations("Alma Rudd built it [2].", [2], ov) == ("Alma Rudd built it [2].", [2])
+    assert repair_citations("Rudd [1].", [1], [1, 2]) == ("Rudd [1].", [1])     # 2 is not over twice 1
+    assert repair_citations("Rudd.", [], [0, 1]) == ("Rudd.", [])                # one term is too weak
+    assert repair_citations("Red lamp.", [], [2, 2]) == ("Red lamp [1].", [1])  # tie: the better rank
+    assert add_citation("Alma Rudd", 1) == "Alma Rudd [1]"
