@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     gate_bm25: float = Field(0.39, ge=0, le=1.01, description="Min BM25 top score / its ceiling for the query "
                              "(1.01 switches this signal off).")
     gate_dense: dict[str, float] = Field(
-        default_factory=lambda: {"minilm": 0.38, "e5-small": 0.80},
+        default_factory=lambda: {"minilm": 0.38, "e5-small": 0.85},
         description="Min cosine of the best dense hit, per embedder (scales differ by model).")
     gate_rerank: float | None = Field(None, description="Min cross-encoder score when a reranker is active.")
 
