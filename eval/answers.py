@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.datasets import iter_squad, part_of
+from eval.retrieval import percentile as _percentile
 from rag.types import Document
 
 # Targets from the issue: shown in the report and the plot.
@@ -160,10 +161,8 @@ def corpus_bleu(predictions: Sequence[str], references: Sequence[Sequence[str]],
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+    """As the retrieval report's percentile, but None (not 0) when nothing was measured."""
+    return _percentile(list(values), q) if values else None
 
 
 @dataclass

@@ -15,6 +15,11 @@ from rag.errors import RagError
 app = typer.Typer(help="Offline evaluation: retrieval quality (and answers).", no_args_is_help=True)
 
 
+def settings_with(**options):
+    """The service settings with the command-line options that were given (None = not given)."""
+    return get_settings().model_copy(update={k: v for k, v in options.items() if v is not None})
+
+
 def build_index(data, index_dir: Path, settings, progress: bool = True):
     """Ingest the data set's corpus into ``index_dir`` (incremental: an up-to-date index is reused)."""
     from ingest.pipeline import ingest
@@ -44,13 +49,7 @@ def retrieval(
     from eval.retrieval import parse_modes, run_eval, write_report
     from rag.cli import load_retriever
 
-    settings = get_settings()
-    updates = {}
-    if embedder:
-        updates["embedder"] = embedder
-    if korean_tokenizer:
-        updates["tokenizer_korean"] = korean_tokenizer
-    settings = settings.model_copy(update=updates)
+    settings = settings_with(embedder=embedder, tokenizer_korean=korean_tokenizer)
     try:
         if korquad:
             data = load_korquad(korquad)
@@ -101,13 +100,7 @@ def answers(
     from rag.cli import load_retriever
     from rag.errors import ConfigError
 
-    settings = get_settings()
-    updates = {}
-    if model:
-        updates["llm_model"] = model
-    if embedder:
-        updates["embedder"] = embedder
-    settings = settings.model_copy(update=updates)
+    settings = settings_with(llm_model=model, embedder=embedder)
     try:
         if not dataset.is_file():
             raise ConfigError(f"no such data set file: {dataset}")

@@ -87,6 +87,12 @@ def pack(passages: Sequence[tuple[str, str]], count_tokens: Callable[[str], int]
 _CITE = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 
 
+def _tidy(text: str) -> str:
+    """No space left before punctuation or doubled where citation markers were removed."""
+    text = re.sub(r"[ \t]+([.,;:!?])", r"\1", text)
+    return re.sub(r"[ \t]{2,}", " ", text).strip()
+
+
 def extract_citations(answer: str, n_passages: int) -> tuple[str, list[int]]:
     """(answer with invalid citations removed, valid cited numbers in order of first use).
 
@@ -101,10 +107,7 @@ def extract_citations(answer: str, n_passages: int) -> tuple[str, list[int]]:
                 cited.append(n)
         return "".join(f"[{n}]" for n in valid)
 
-    cleaned = _CITE.sub(repl, answer)
-    cleaned = re.sub(r"[ \t]+([.,;:!?])", r"\1", cleaned)
-    cleaned = re.sub(r"[ \t]{2,}", " ", cleaned).strip()
-    return cleaned, cited
+    return _tidy(_CITE.sub(repl, answer)), cited
 
 
 def support(answer: str, question_terms: Sequence[str], passage_terms: Sequence[Sequence[str]],
@@ -133,10 +136,7 @@ def repair_citations(answer: str, cited: Sequence[int], overlaps: Sequence[int],
         return answer, list(cited)
     if cited and best <= 2 * max(overlaps[n - 1] for n in cited):
         return answer, list(cited)
-    text = _CITE.sub("", answer)
-    text = re.sub(r"[ \t]+([.,;:!?])", r"\1", text)
-    text = re.sub(r"[ \t]{2,}", " ", text).strip()
-    return add_citation(text, best_n), [best_n]
+    return add_citation(_tidy(_CITE.sub("", answer)), best_n), [best_n]
 
 
 def add_citation(answer: str, n: int) -> str:

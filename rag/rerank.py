@@ -69,12 +69,12 @@ def make_reranker(setting: str, max_length: int = 256, threads: int | None = Non
     """(reranker or None, a one-line status for `rag info`, /readyz and eval reports)."""
     if not setting or setting.lower() == "none":
         return None, "off (RAG_RERANKER=none)"
+    tag = " (int8)" if int8 else ""
     path = Path(setting).expanduser()
     if path.exists():
-        return (CrossEncoderReranker(str(path), max_length, threads=threads, int8=int8),
-                f"on: {path}" + (" (int8)" if int8 else ""))
+        return CrossEncoderReranker(str(path), max_length, threads=threads, int8=int8), f"on: {path}{tag}"
     if os.environ.get("HF_HUB_OFFLINE") == "1" or setting.startswith((".", "/", "~")):
         # Offline, a name that is not a local directory cannot load: run without reranking.
         return None, f"off: no reranker at {path} (train one: rag train-reranker --out {path})"
-    return (CrossEncoderReranker(setting, max_length, threads=threads, int8=int8),
-            f"on: {setting} (model hub)" + (" (int8)" if int8 else ""))
+    reranker = CrossEncoderReranker(setting, max_length, threads=threads, int8=int8)
+    return reranker, f"on: {setting} (model hub){tag}"
