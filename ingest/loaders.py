@@ -6,6 +6,7 @@ one broken file cannot abort (or lose the work of) a whole ingest.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import logging
@@ -262,16 +263,34 @@ def iter_jsonl(path: Path, source: str) -> Iterator[Document | Skipped]:
                            metadata=meta)
 
 
+IGNORE_FILE = ".ragignore"
+
+
+def ignore_patterns(root: Path) -> list[str]:
+    """Glob patterns from ``root/.ragignore`` (one per line, ``#`` comments), matched against
+    paths relative to ``root``: a directory can hold files that are not documents (its README)."""
+    file = root / IGNORE_FILE
+    if not file.is_file():
+        return []
+    lines = (line.strip() for line in file.read_text(encoding="utf-8", errors="replace").splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
 def iter_files(paths: Sequence[Path | str]) -> Iterator[tuple[Path, str]]:
-    """(file, document id) for every file under the given paths, ids relative to each root."""
+    """(file, document id) for every file under the given paths, ids relative to each root.
+
+    Hidden files and directories are skipped, and so are paths matching the root's ``.ragignore``."""
     for root in map(Path, paths):
         if root.is_dir():
+            patterns = ignore_patterns(root)
             for dirpath, dirnames, filenames in os.walk(root):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 for name in sorted(filenames):
                     if not name.startswith("."):
                         file = Path(dirpath) / name
-                        yield file, file.relative_to(root).as_posix()
+                        rel = file.relative_to(root).as_posix()
+                        if not any(fnmatch.fnmatchcase(rel, p) for p in patterns):
+                            yield file, rel
         else:
             yield root, root.name
 

@@ -88,6 +88,13 @@ def test_ids_relative_to_root_and_hidden_files_ignored(corpus_dir):
     assert single[0].doc_id == "dense.md"
 
 
+def test_ragignore_globs_skip_paths_relative_to_the_root(corpus_dir):
+    (corpus_dir / ".ragignore").write_text("# not documents\nko/refusal-*.md\n*.txt\n")
+    ids = sorted(d.doc_id for d in docs_and_skips([corpus_dir])[0])
+    assert "ko/refusal-ko.md" not in ids and "prompting.txt" not in ids
+    assert "ko/bm25-ko.md" in ids and "dense.md" in ids
+
+
 def test_content_hash_changes_with_content_only(corpus_dir):
     a = load_markdown("# T\n\nbody", "x", "x", "x")
     b = load_markdown("# T\n\nbody", "x", "elsewhere", "x")
