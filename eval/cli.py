@@ -20,6 +20,27 @@ def settings_with(**options):
     return get_settings().model_copy(update={k: v for k, v in options.items() if v is not None})
 
 
+def apply_overrides(settings, pairs: list[str]):
+    """``settings`` with ``KEY=VALUE`` overrides, validated like environment variables
+    (an unknown key or a bad value is a ConfigError naming it)."""
+    from pydantic import ValidationError
+
+    from rag.config import Settings
+    from rag.errors import ConfigError
+
+    update = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().lower().removeprefix("rag_")
+        if not sep or key not in Settings.model_fields:
+            raise ConfigError(f"--set expects KEY=VALUE with a setting name, not {pair!r}")
+        update[key] = None if value.strip().lower() in ("none", "null") else value.strip()
+    try:
+        return Settings.model_validate({**settings.model_dump(), **update})
+    except ValidationError as exc:
+        raise ConfigError(f"invalid --set value: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from exc
+
+
 def build_index(data, index_dir: Path, settings, progress: bool = True):
     """Ingest the data set's corpus into ``index_dir`` (incremental: an up-to-date index is reused)."""
     from ingest.pipeline import ingest
@@ -91,6 +112,7 @@ def answers(
     model: Annotated[Optional[str], typer.Option(help="LLM (default: RAG_LLM_MODEL), e.g. qwen2.5-0.5b, qwen2.5-1.5b, smollm2.")] = None,
     embedder: Annotated[Optional[str], typer.Option(help="Embedder for the index (default: RAG_EMBEDDER).")] = None,
     rerank: Annotated[Optional[bool], typer.Option("--rerank/--no-rerank", help="Default: rerank when a reranker is configured and present.")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting, KEY=VALUE (repeatable), e.g. --set context_passages=3 --set gate_rerank=0.5.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Answer quality end to end (retrieval over the whole corpus, gate, LLM): EM/F1, contains-gold,
@@ -102,6 +124,7 @@ def answers(
 
     settings = settings_with(llm_model=model, embedder=embedder)
     try:
+        settings = apply_overrides(settings, overrides or [])
         if not dataset.is_file():
             raise ConfigError(f"no such data set file: {dataset}")
         name, docs, items = load_qa(dataset)
@@ -125,7 +148,8 @@ def answers(
                   index={"path": str(index_dir), "embedder": m["embedder"]["name"], "chunks": m["counts"]["chunks"]},
                   settings={k: getattr(settings, k) for k in ("llm_model", "llm_context_tokens", "max_tokens",
                                                               "temperature", "context_passages", "gate_bm25",
-                                                              "gate_dense", "gate_rerank", "fusion")},
+                                                              "gate_dense", "gate_rerank", "fusion",
+                                                              "rerank_int8", "citation_repair")},
                   command="rag eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
     write_report(result, out)
     typer.echo(out.with_suffix(".md").read_text())

@@ -92,8 +92,8 @@ def test_gate_threshold_choice_meets_the_out_of_corpus_target():
 def test_eval_answers_end_to_end_with_smollm2(tmp_path):
     out = tmp_path / "answers.json"
     r = rag("eval", "answers", "--dataset", TINY, "--part", "all", "--out", out, "--index", tmp_path / "idx",
-            "--model", "smollm2", "--embedder", "minilm", "--no-rerank", "-q",
-            env={"RAG_LLM_CONTEXT_TOKENS": "2048", "RAG_MAX_TOKENS": "48"})
+            "--model", "smollm2", "--embedder", "minilm", "--no-rerank", "-q", "--set", "max_tokens=48",
+            env={"RAG_LLM_CONTEXT_TOKENS": "2048"})
     assert r.returncode == 0, r.stderr
     result = json.loads(out.read_text())
     m = result["metrics"]
@@ -104,3 +104,27 @@ def test_eval_answers_end_to_end_with_smollm2(tmp_path):
     assert all(rec["ttft_ms"] > 0 and rec["tokens"] > 0 for rec in answered)
     assert "| unanswerable refused" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").stat().st_size > 1000
+    assert result["settings"]["max_tokens"] == 48
+
+
+def test_eval_answers_rejects_an_unknown_setting_override(tmp_path):
+    r = rag("eval", "answers", "--dataset", TINY, "--out", tmp_path / "a.json", "--set", "no_such_setting=1")
+    assert r.returncode != 0 and "--set expects KEY=VALUE" in r.stderr
+    r = rag("eval", "answers", "--dataset", TINY, "--out", tmp_path / "a.json", "--set", "context_passages=many")
+    assert r.returncode != 0 and "context_passages" in r.stderr
+    assert not (tmp_path / "a.json").exists()
+
+
+def test_rerank_gate_threshold_refuses_most_unanswerable_within_the_pass_floor():
+    from eval.calibrate_rerank_gate import choose as choose_rerank
+    from eval.calibrate_rerank_gate import pass_rate as rerank_pass
+
+    # columns: first-stage gate passed, best cross-encoder score
+    answerable = np.array([[1, 2.0], [1, 1.0], [1, 0.5], [1, -0.2], [0, 3.0]])
+    unanswerable = np.array([[1, 0.4], [1, -1.0], [1, 0.6], [1, 1.2]])
+    # With a 0.6 floor on answerable (first stage already refuses 1 of 5): t = 0.5 keeps 3/5 = 0.6
+    # and refuses 2 of 4 unanswerable; t = 0.6 would keep only 2/5.
+    t = choose_rerank([answerable], unanswerable, min_pass=0.6)
+    assert t == pytest.approx(0.5)
+    assert rerank_pass(answerable, t) == pytest.approx(0.6) and rerank_pass(unanswerable, t) == pytest.approx(0.5)
+    assert rerank_pass(answerable, None) == pytest.approx(0.8)
