@@ -72,11 +72,11 @@ def choose(pos: list[np.ndarray], ooc: np.ndarray, ooc_refused: float, bm25: flo
     return float(best[1]), float(best[2])
 
 
-def _pipeline(settings, index_dir: Path):
+def _pipeline(settings, index_dir: Path, rerank: bool = False):
     from rag.answer import AnswerPipeline
     from rag.cli import load_retriever
 
-    retriever, _ = load_retriever(settings, index_dir, rerank=False)
+    retriever, _ = load_retriever(settings, index_dir, rerank=None if rerank else False)
     return AnswerPipeline(retriever, None, settings)  # the gate never calls the generator
 
 

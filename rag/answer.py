@@ -30,25 +30,27 @@ class GateDecision:
 
 
 def retrieval_gate(result: SearchResult, bm25_ratio: float | None, settings: Settings, embedder: str) -> GateDecision:
-    """Pass when any calibrated signal says the best candidate is relevant.
+    """Pass when a first-stage signal says the best candidate is relevant and, when reranking
+    ran and ``gate_rerank`` is set, the cross-encoder agrees.
 
-    Signals: the cross-encoder's top score (when reranking ran), the best dense cosine (its
-    threshold depends on the embedder: e5 cosines sit much higher than MiniLM's), and the BM25
-    top score divided by its ceiling for this query (scale-free across queries)."""
+    First-stage signals (either suffices): the best dense cosine (its threshold depends on the
+    embedder: e5 cosines sit much higher than MiniLM's) and the BM25 top score divided by its
+    ceiling for this query (scale-free across queries). These keep out-of-corpus questions out.
+    The cross-encoder, trained to score passages that do not answer a question below 0, can
+    only add refusals: on-topic questions that no passage answers (SQuAD 2.0's unanswerable)."""
     if not result.hits:
         return GateDecision(False, "no passages retrieved")
     dense = max((h.dense_score for h in result.hits if h.dense_score is not None), default=None)
     rerank = max((h.rerank_score for h in result.hits if h.rerank_score is not None), default=None)
     signals = {"bm25_ratio": bm25_ratio, "dense_max": dense, "rerank_max": rerank}
-    if rerank is not None and settings.gate_rerank is not None:
-        ok = rerank >= settings.gate_rerank
-        return GateDecision(ok, None if ok else "reranker found no relevant passage", signals)
     dense_min = settings.gate_dense.get(embedder)
-    if dense is not None and dense_min is not None and dense >= dense_min:
-        return GateDecision(True, None, signals)
-    if bm25_ratio is not None and bm25_ratio >= settings.gate_bm25:
-        return GateDecision(True, None, signals)
-    return GateDecision(False, "no retrieved passage is relevant enough", signals)
+    first = (dense is not None and dense_min is not None and dense >= dense_min) or \
+        (bm25_ratio is not None and bm25_ratio >= settings.gate_bm25)
+    if not first:
+        return GateDecision(False, "no retrieved passage is relevant enough", signals)
+    if rerank is not None and settings.gate_rerank is not None and rerank < settings.gate_rerank:
+        return GateDecision(False, "the reranker found no passage that answers the question", signals)
+    return GateDecision(True, None, signals)
 
 
 @dataclass

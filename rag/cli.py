@@ -318,6 +318,8 @@ def train_reranker(
     lr: Annotated[float, typer.Option(help="1e-4: at 3e-5 the fresh head did not learn in one epoch.")] = 1e-4,
     batch_groups: Annotated[int, typer.Option(help="Queries per step (each with 1 + negatives passages).")] = 4,
     time_budget: Annotated[Optional[float], typer.Option(help="Stop training after this many seconds.")] = None,
+    unanswerable: Annotated[int, typer.Option(help="SQuAD 2.0 unanswerable questions (train part) taught to score "
+                                              "below the zero anchor, per source that has them; 0 = none.")] = 400,
     seed: Annotated[int, typer.Option()] = 13,
     base_model: Annotated[Optional[str], typer.Option(help="Start from these weights (default: all-MiniLM-L6-v2).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
@@ -327,7 +329,13 @@ def train_reranker(
 
     from eval.cli import build_index
     from eval.datasets import load_beir
-    from rag.training import TrainConfig, labelled_from_beir, mine_groups, train_cross_encoder
+    from rag.training import (
+        TrainConfig,
+        labelled_from_beir,
+        mine_groups,
+        train_cross_encoder,
+        unanswerable_from_beir,
+    )
 
     settings = get_settings().model_copy(update={"embedder": "minilm"})
     sources = beir or ["../shared/data/scifact:train", "../shared/data/squad2_dev/beir:test"]
@@ -344,6 +352,10 @@ def train_reranker(
             labelled = labelled_from_beir(retriever, data, caps[i] if i < len(caps) else None, seed)
             groups += mine_groups(retriever, labelled, negatives, source=data.name, progress=not quiet,
                                   n_random=random_negatives, seed=seed)
+            if unanswerable:
+                impossible = unanswerable_from_beir(retriever, Path(directory), data, unanswerable, seed)
+                groups += mine_groups(retriever, impossible, negatives, source=data.name, progress=not quiet,
+                                      n_random=random_negatives, seed=seed, answerable=False)
     except (RagError, OSError) as exc:
         err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(1)

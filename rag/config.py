@@ -70,6 +70,10 @@ class Settings(BaseSettings):
         0.5, ge=0, le=1, description="Final score = w * minmax(cross-encoder) + (1-w) * minmax(fused); "
         "0.5 was best on SciFact dev queries (0.2 / 0.35 / 0.5 / 1.0 tried).")
     rerank_max_length: int = Field(256, ge=32, le=512)
+    reranker_languages: str = Field(
+        "en", description="Comma-separated languages the cross-encoder knows ('any' for a multilingual one). The "
+        "project's reranker starts from all-MiniLM-L6-v2 (English): with language_gate on, queries in other "
+        "languages skip reranking instead of being reordered by a model that cannot read them.")
     rerank_int8: bool = Field(False, description="Dynamic int8 quantisation of the cross-encoder (CPU speed-up).")
 
     # --- generation -------------------------------------------------------------------------

@@ -43,6 +43,11 @@ class HybridRetriever:
         """False when the embedder is known not to cover ``lang`` (English-only model, Korean text)."""
         return not (self.settings.language_gate and self.embedder_langs == "en" and lang != "en")
 
+    def rerank_supports(self, lang: str) -> bool:
+        """False when the cross-encoder is known not to read ``lang`` (see ``reranker_languages``)."""
+        langs = {x.strip().lower() for x in self.settings.reranker_languages.split(",") if x.strip()}
+        return not self.settings.language_gate or "any" in langs or lang in langs
+
     def search(self, query: str, k: int | None = None, mode: str | None = None, rerank: bool | None = None,
                filters: Filters | None = None, candidates: int | None = None) -> SearchResult:
         s = self.settings
@@ -98,7 +103,7 @@ class HybridRetriever:
 
         rerank_scores: dict[int, float] = {}
         final = fused
-        if do_rerank and order:
+        if do_rerank and order and self.rerank_supports(lang):
             top = order[: max(s.rerank_top, k)]
             chunks = self.index.chunks_by_ids(top)
             t = time.perf_counter()

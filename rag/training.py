@@ -4,7 +4,10 @@ Recipe (defaults): start from the all-MiniLM-L6-v2 encoder weights with a fresh 
 groups of (query, 1 positive, 3 hard + 2 random negatives) where the hard negatives are the
 project's own *hybrid* retriever's top hits that are not labelled relevant; a listwise softmax
 cross-entropy loss over each group (the positive must outscore its own hard negatives, which
-is exactly the reranking decision); max length 256 as at inference; AdamW (lr 1e-4: at 3e-5 the fresh
+is exactly the reranking decision), plus a fixed zero logit, the "no passage answers" anchor of
+SQuAD 2.0 readers: labelled positives must score above 0, and for *unanswerable* questions
+(SQuAD 2.0's, paired with the paragraph they were written against) every passage must score
+below 0, so that the raw score carries an absolute meaning the answer gate can threshold; max length 256 as at inference; AdamW (lr 1e-4: at 3e-5 the fresh
 head did not move in one epoch) with linear warm-up and decay; fixed seed. Training data: labelled pairs from BEIR qrels and SQuAD-style
 question/paragraph pairs, only from the 'train' part of the fixed hash split, so that 'dev'
 (tuning) and 'heldout' (published figures) queries are never trained on.
@@ -30,6 +33,9 @@ class Group:
     positive: str
     negatives: tuple[str, ...]
     source: str = ""
+    # False: a question the passages do not answer; ``positive`` then holds the paragraph it was
+    # written against (the hardest negative) and the target is the zero "no answer" anchor.
+    answerable: bool = True
 
 
 @dataclass
@@ -45,6 +51,7 @@ class TrainConfig:
     threads: int = 2
     max_groups: int | None = None
     time_budget_s: float | None = None
+    null_anchor: bool = True
 
 
 @dataclass
@@ -62,7 +69,8 @@ class TrainReport:
 
 
 def mine_groups(retriever, labelled: Sequence[tuple[str, set[str], str]], n_negatives: int, depth: int = 30,
-                source: str = "", progress: bool = True, n_random: int = 0, seed: int = 13) -> list[Group]:
+                source: str = "", progress: bool = True, n_random: int = 0, seed: int = 13,
+                answerable: bool = True) -> list[Group]:
     """For each (query, relevant doc ids, positive passage): hard negatives = the retriever's top
     ``depth`` hybrid hits from other documents, best first (chunks, as the reranker will see them),
     plus ``n_random`` random chunks (easy negatives that teach plain relevance first)."""
@@ -89,7 +97,7 @@ def mine_groups(retriever, labelled: Sequence[tuple[str, set[str], str]], n_nega
                 seen.add(chunk.doc_id)
                 negs.append(chunk.embed_text())
         if len(negs) == n_negatives + n_random:
-            groups.append(Group(query, positive, tuple(negs), source))
+            groups.append(Group(query, positive, tuple(negs), source, answerable))
     return groups
 
 
@@ -132,8 +140,13 @@ def train_cross_encoder(groups: Sequence[Group], out: Path, cfg: TrainConfig, pr
                 enc = tok(queries, passages, padding=True, truncation="only_second", max_length=cfg.max_length,
                           return_tensors="pt")
                 logits = model(**enc).logits.view(len(batch), -1)
-                # Listwise: the positive (column 0) against its own hard negatives.
-                loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long))
+                # Listwise: the positive (column 0) against its own hard negatives and, with the
+                # anchor, against a constant 0 (the target column for unanswerable questions).
+                target = torch.zeros(len(batch), dtype=torch.long)
+                if cfg.null_anchor:
+                    logits = torch.cat([logits, torch.zeros(len(batch), 1)], dim=1)
+                    target = torch.tensor([0 if g.answerable else logits.shape[1] - 1 for g in batch])
+                loss = torch.nn.functional.cross_entropy(logits, target)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 opt.step()
@@ -157,7 +170,8 @@ def train_cross_encoder(groups: Sequence[Group], out: Path, cfg: TrainConfig, pr
     seconds = time.perf_counter() - t0
     sources: dict[str, int] = {}
     for g in groups:
-        sources[g.source] = sources.get(g.source, 0) + 1
+        key = g.source if g.answerable else f"{g.source} (unanswerable)"
+        sources[key] = sources.get(key, 0) + 1
     report = TrainReport(str(out), len(groups), pairs, step, round(seconds, 1), round(pairs / seconds, 2),
                          sources, [round(x, 4) for x in losses], asdict(cfg), stopped)
     (out / "training_report.json").write_text(json.dumps(asdict(report), indent=2))
@@ -208,4 +222,30 @@ def labelled_from_beir(retriever, data, max_queries: int | None, seed: int) -> l
         best = next((h.chunk for h in res.hits if h.chunk.doc_id in relevant), None)
         positive = best or chunks[min(chunks)]
         out.append((sel.queries[qid], relevant, positive.embed_text()))
+    return out
+
+
+def unanswerable_from_beir(retriever, directory: Path, data, max_queries: int | None, seed: int
+                           ) -> list[tuple[str, set[str], str]]:
+    """(question, {its paragraph}, the paragraph's text) for the 'train' part's unanswerable
+    questions of a BEIR view whose queries carry ``metadata.is_impossible`` and
+    ``metadata.source_paragraph`` (the SQuAD 2.0 view does). Empty for other data sets."""
+    from eval.common import read_jsonl
+    from eval.datasets import part_of
+
+    rows = []
+    for q in read_jsonl(Path(directory) / "queries.jsonl"):
+        meta = q.get("metadata") or {}
+        para = meta.get("source_paragraph")
+        if meta.get("is_impossible") and para and part_of("article:" + para.rsplit("-", 1)[0]) == "train":
+            rows.append((q["text"], para))
+    if max_queries and len(rows) > max_queries:
+        rows = random.Random(seed).sample(rows, max_queries)
+    out = []
+    index = retriever.index
+    for text, para in rows:
+        ids = index.chunk_ids_of_docs([para])
+        if ids:
+            chunks = index.chunks_by_ids(ids)
+            out.append((text, {para}, chunks[min(chunks)].embed_text()))
     return out

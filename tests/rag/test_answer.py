@@ -158,3 +158,29 @@ def test_an_uncited_answer_is_attributed_to_the_passage_that_holds_it(retriever,
     assert "saturation" in answer.citations[0].hit.chunk.text
     off = AnswerPipeline(pipe.retriever, pipe.generator, pipe.settings.model_copy(update={"citation_repair": False}))
     assert off.answer(q).citations == () and prep.hits
+
+
+def _result(dense: float | None, rerank: float | None):
+    from rag.types import Chunk, Hit, SearchResult
+
+    hit = Hit(Chunk("c1", "d1", "text"), score=1.0, bm25_score=3.0, dense_score=dense, rerank_score=rerank)
+    return SearchResult(hits=(hit,), mode="hybrid", timings_ms={}, reranked=rerank is not None)
+
+
+@pytest.mark.parametrize("dense, bm25_ratio, rerank, passed", [
+    (0.50, 0.10, None, True),    # dense cosine over 0.38 passes (no reranker)
+    (0.20, 0.50, None, True),    # BM25 ratio over 0.39 passes
+    (0.20, 0.10, None, False),   # neither first-stage signal: refused
+    (0.50, 0.10, 1.5, True),     # reranker agrees
+    (0.50, 0.10, -0.5, False),   # reranker below its threshold adds a refusal
+    (0.20, 0.10, 5.0, False),    # ... but cannot overrule the first stage (out-of-corpus guard)
+])
+def test_retrieval_gate_rule(dense, bm25_ratio, rerank, passed):
+    from rag.answer import retrieval_gate
+
+    s = Settings(_env_file=None, gate_dense={"minilm": 0.38}, gate_bm25=0.39, gate_rerank=0.0)
+    decision = retrieval_gate(_result(dense, rerank), bm25_ratio, s, "minilm")
+    assert decision.passed is passed
+    assert decision.signals["rerank_max"] == rerank
+    if not passed:
+        assert decision.reason

