@@ -190,6 +190,22 @@ class Record:
     golds: list[str] | None = None
 
 
+def with_rerank_gate(records: Sequence[Record], threshold: float) -> list[Record]:
+    """The records as they would be with ``gate_rerank = threshold``: a question whose best
+    cross-encoder score (recorded in ``gate``) is below it is refused by the gate instead.
+
+    Exact for an eval run made with the gate off (greedy decoding: every other answer is
+    unchanged), so one LLM run prices every threshold (``python -m eval.sweep_rerank_gate``)."""
+    out = []
+    for r in records:
+        score = (r.gate or {}).get("rerank_max")
+        if r.refused_by != "gate" and score is not None and score < threshold:
+            r = Record(r.qid, r.impossible, True, "gate", r.gold_in_context, [], r.gold_doc, gate=r.gate,
+                       question=r.question, golds=r.golds)
+        out.append(r)
+    return out
+
+
 def summarize(records: Sequence[Record], predictions_for_bleu: Sequence[tuple[str, Sequence[str]]],
               lang: str = "en") -> dict[str, Any]:
     """Aggregate figures (pure: every rate is a plain count ratio, defined on its own population)."""

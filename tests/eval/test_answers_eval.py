@@ -128,3 +128,19 @@ def test_rerank_gate_threshold_refuses_most_unanswerable_within_the_pass_floor()
     assert t == pytest.approx(0.5)
     assert rerank_pass(answerable, t) == pytest.approx(0.6) and rerank_pass(unanswerable, t) == pytest.approx(0.5)
     assert rerank_pass(answerable, None) == pytest.approx(0.8)
+
+
+def test_rerank_gate_simulation_refuses_below_the_threshold_only():
+    from eval.answers import with_rerank_gate
+
+    recs = [Record("a", False, False, None, True, ["d1"], "d1", f1=1.0, contains=True, gate={"rerank_max": 2.0}),
+            Record("b", False, False, None, True, ["d2"], "d2", f1=0.5, contains=True, gate={"rerank_max": -1.0}),
+            Record("c", True, False, None, False, ["d3"], "d4", gate={"rerank_max": -2.0}),
+            Record("d", True, True, "gate", False, [], "d5", gate={"rerank_max": None})]
+    out = with_rerank_gate(recs, 0.0)
+    assert [(r.refused, r.refused_by) for r in out] == [(False, None), (True, "gate"), (True, "gate"),
+                                                       (True, "gate")]
+    assert out[1].cited_docs == [] and out[1].f1 == 0.0 and out[0] is recs[0]
+    m = summarize(out, [])
+    assert m["false_refusal"] == 0.5 and m["unanswerable_refused"] == 1.0 and m["contains_gold"] == 1.0
+    assert summarize(with_rerank_gate(recs, -5.0), [])["false_refusal"] == 0.0
