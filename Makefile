@@ -83,11 +83,17 @@ eval-squad: install
 	$(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part heldout --embedder minilm \
 	  --modes bm25,dense,hybrid-rrf,hybrid --out eval/results/squad_heldout.json
 
-# Needs a trained reranker at models/reranker (make train-reranker); tune RAG_RERANK_WEIGHT on --part dev.
+# Needs a trained reranker at models/reranker (make train-reranker); settings tuned on --part dev,
+# then measured once on heldout.
 eval-rerank: install
 	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm \
-	  --modes "hybrid,hybrid+rerank,hybrid+rerank@rerank_weight=0.2,hybrid+rerank@rerank_weight=0.35,hybrid+rerank@rerank_weight=0.5" \
+	  --modes "hybrid,hybrid+rerank@rerank_weight=1.0,hybrid+rerank@rerank_weight=0.35,hybrid+rerank,hybrid+rerank@rerank_weight=0.65,hybrid+rerank@rerank_int8=true" \
 	  --out eval/results/scifact_dev_rerank.json
+	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part heldout --embedder minilm \
+	  --modes "hybrid,hybrid+rerank,hybrid+rerank@rerank_int8=true" --out eval/results/scifact_heldout_rerank.json
+	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part heldout --limit 300 \
+	  --embedder minilm --modes "hybrid,hybrid+rerank,hybrid+rerank@rerank_int8=true" \
+	  --out eval/results/squad_heldout_rerank.json
 
 eval-korquad: install
 	$(EVAL) --korquad $(SHARED)/korquad1_dev/KorQuAD_v1.0_dev.json --part heldout --limit 1000 --embedder e5-small \
@@ -111,6 +117,7 @@ bench-all: install
 calibrate-gate: install
 	$(BIN)/python -m eval.calibrate_gate --embedder minilm
 	$(BIN)/python -m eval.calibrate_gate --embedder e5-small --bm25 0.39
+	test ! -d models/reranker || $(BIN)/python -m eval.calibrate_rerank_gate --reranker models/reranker
 
 # About 13 min (0.5B) and 28 min (1.5B) for 100 SQuAD questions, 20 min for 60 KorQuAD ones, on 2 cores.
 eval-answers: install

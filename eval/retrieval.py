@@ -77,11 +77,31 @@ def percentile(values: list[float], q: float) -> float:
     return values[idx]
 
 
+_RERANKERS: dict[tuple[str, int, bool], Any] = {}
+
+
+def reranker_for(current: Any, s: Settings) -> Any:
+    """The reranker for a mode's settings: the loaded one, or (once per configuration) the same
+    model at another max length or precision, so that ``@rerank_int8=true`` really measures int8."""
+    from rag.rerank import CrossEncoderReranker
+
+    key = (current.name, s.rerank_max_length, s.rerank_int8)
+    if (current.name, current.max_length, current.int8) == key:
+        return current
+    _RERANKERS.setdefault((current.name, current.max_length, current.int8), current)
+    if key not in _RERANKERS:
+        _RERANKERS[key] = CrossEncoderReranker(current.name, s.rerank_max_length, threads=current._threads,
+                                               int8=s.rerank_int8)
+    return _RERANKERS[key]
+
+
 def evaluate_mode(retriever: HybridRetriever, data: RetrievalSet, spec: ModeSpec, settings: Settings,
                   progress: bool = True) -> dict[str, Any]:
     # Validated (not model_copy): "false" from the command line must become False.
     s = Settings.model_validate({**settings.model_dump(), **dict(spec.overrides)})
     retriever.settings = s
+    if spec.rerank and retriever.reranker is not None:
+        retriever.reranker = reranker_for(retriever.reranker, s)
     run: dict[str, dict[str, float]] = {}
     cand_run: dict[str, dict[str, float]] = {}
     stage_ms: dict[str, list[float]] = {}
@@ -105,6 +125,8 @@ def evaluate_mode(retriever: HybridRetriever, data: RetrievalSet, spec: ModeSpec
         "settings": {"fusion": s.fusion, "fusion_alpha": s.fusion_alpha, "rrf_k": s.rrf_k,
                      "candidates": s.candidates, "rerank": spec.rerank, "rerank_top": s.rerank_top,
                      "rerank_weight": s.rerank_weight if spec.rerank else None,
+                     "rerank_max_length": s.rerank_max_length if spec.rerank else None,
+                     "rerank_int8": s.rerank_int8 if spec.rerank else None,
                      "language_gate": s.language_gate},
         "metrics": {NAMES[str(m)]: round(v, 4) for m, v in agg.items()},
         f"candidate_recall@{s.rerank_top}": round(cand_recall, 4),

@@ -90,3 +90,19 @@ def test_korquad_view_is_built_in_memory(shared_data):
 def test_beir_loader(shared_data):
     data = load_beir(shared_data / "scifact", "train")
     assert len(data.qrels) == 809 and sum(len(v) for v in data.qrels.values()) == 919
+
+
+def test_a_mode_overriding_rerank_precision_gets_its_own_reranker():
+    from eval.retrieval import reranker_for
+    from rag.config import Settings
+    from rag.rerank import CrossEncoderReranker
+
+    fp32 = CrossEncoderReranker("some/model", max_length=256)  # constructors are cheap: nothing loads
+    s = Settings(_env_file=None, rerank_max_length=256)
+    assert reranker_for(fp32, s) is fp32
+    int8 = reranker_for(fp32, s.model_copy(update={"rerank_int8": True}))
+    assert int8 is not fp32 and int8.int8 and int8.name == "some/model"
+    assert reranker_for(fp32, s.model_copy(update={"rerank_int8": True})) is int8  # built once
+    assert reranker_for(int8, s) is fp32  # and back
+    short = reranker_for(fp32, s.model_copy(update={"rerank_max_length": 128}))
+    assert short.max_length == 128 and not short.int8
