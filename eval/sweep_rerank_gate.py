@@ -30,7 +30,8 @@ def sweep(records: list[Record], thresholds: list[float]) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("report", type=Path, help="a rag eval answers JSON run with --set gate_rerank=none")
-    ap.add_argument("--thresholds", default="-3,-2,-1.5,-1,-0.5,0,0.5,1,1.5,2")
+    ap.add_argument("--thresholds", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
+                    help="comma list of cross-encoder scores (sigmoid, 0..1)")
     args = ap.parse_args()
     data = json.loads(args.report.read_text(encoding="utf-8"))
     fields = set(Record.__dataclass_fields__)

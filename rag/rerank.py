@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from rag.errors import ConfigError
 
 
 class CrossEncoderReranker:
-    """Scores (query, passage) pairs jointly; higher is more relevant (raw logits)."""
+    """Scores (query, passage) pairs jointly; higher is more relevant. Scores are the model's own
+    output activation (sigmoid for a 1-logit head such as the project's: 0..1, where 0.5 is the
+    training's zero "no answer" anchor)."""
 
     def __init__(self, name_or_path: str, max_length: int = 256, batch_size: int = 32,
                  threads: int | None = None, int8: bool = False) -> None:
@@ -49,8 +52,10 @@ class CrossEncoderReranker:
                 if self.int8:
                     # Dynamic int8 quantisation of the Linear layers: weights int8, activations
                     # quantised per batch. No extra runtime; the CPU matmuls dominate reranking.
-                    torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8,
-                                                           inplace=True)
+                    with warnings.catch_warnings():  # torch's own deprecation notice, once per load
+                        warnings.simplefilter("ignore", UserWarning)
+                        torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8,
+                                                               inplace=True)
                 self._model = model
             except Exception as exc:
                 raise ConfigError(f"cannot load reranker {self.name!r}: {exc}") from exc
@@ -60,7 +65,8 @@ class CrossEncoderReranker:
             return np.zeros(0, dtype=np.float32)
         self.load()
         scores = self._model.predict([(query, p) for p in passages], batch_size=self.batch_size,
-                                     show_progress_bar=False, convert_to_numpy=True, activation_fn=None)
+                                     show_progress_bar=False, convert_to_numpy=True,
+                                     activation_fn=None)  # None = the model's default activation
         return np.asarray(scores, dtype=np.float32).reshape(len(passages))
 
 

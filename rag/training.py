@@ -3,14 +3,16 @@
 Recipe (defaults): start from the all-MiniLM-L6-v2 encoder weights with a fresh 1-logit head;
 groups of (query, 1 positive, 3 hard + 2 random negatives) where the hard negatives are the
 project's own *hybrid* retriever's top hits that are not labelled relevant; a listwise softmax
-cross-entropy loss over each group (the positive must outscore its own hard negatives, which
-is exactly the reranking decision), plus a fixed zero logit, the "no passage answers" anchor of
-SQuAD 2.0 readers: labelled positives must score above 0, and for *unanswerable* questions
-(SQuAD 2.0's, paired with the paragraph they were written against) every passage must score
-below 0, so that the raw score carries an absolute meaning the answer gate can threshold; max length 256 as at inference; AdamW (lr 1e-4: at 3e-5 the fresh
-head did not move in one epoch) with linear warm-up and decay; fixed seed. Training data: labelled pairs from BEIR qrels and SQuAD-style
-question/paragraph pairs, only from the 'train' part of the fixed hash split, so that 'dev'
-(tuning) and 'heldout' (published figures) queries are never trained on.
+cross-entropy loss over each group (the positive must outscore its own hard negatives, which is
+exactly the reranking decision), plus a fixed zero logit, the "no answer" anchor of SQuAD 2.0
+readers: labelled positives must score above it, and for *unanswerable* questions (SQuAD 2.0's,
+paired with the paragraph they were written against) every passage must score below it. The
+anchor was meant to let the answer gate threshold the score; on SQuAD dev it did not separate
+answerable from unanswerable questions (README), while ranking quality stayed on par.
+Max length 256 as at inference; AdamW (lr 1e-4: at 3e-5 the fresh head did not move in one
+epoch) with linear warm-up and decay; fixed seed. Training data: labelled pairs from BEIR qrels
+and SQuAD-style question/paragraph pairs, only from the 'train' part of the fixed hash split, so
+that 'dev' (tuning) and 'heldout' (published figures) queries are never trained on.
 """
 
 from __future__ import annotations

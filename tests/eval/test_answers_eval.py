@@ -115,21 +115,6 @@ def test_eval_answers_rejects_an_unknown_setting_override(tmp_path):
     assert not (tmp_path / "a.json").exists()
 
 
-def test_rerank_gate_threshold_refuses_most_unanswerable_within_the_pass_floor():
-    from eval.calibrate_rerank_gate import choose as choose_rerank
-    from eval.calibrate_rerank_gate import pass_rate as rerank_pass
-
-    # columns: first-stage gate passed, best cross-encoder score
-    answerable = np.array([[1, 2.0], [1, 1.0], [1, 0.5], [1, -0.2], [0, 3.0]])
-    unanswerable = np.array([[1, 0.4], [1, -1.0], [1, 0.6], [1, 1.2]])
-    # With a 0.6 floor on answerable (first stage already refuses 1 of 5): t = 0.5 keeps 3/5 = 0.6
-    # and refuses 2 of 4 unanswerable; t = 0.6 would keep only 2/5.
-    t = choose_rerank([answerable], unanswerable, min_pass=0.6)
-    assert t == pytest.approx(0.5)
-    assert rerank_pass(answerable, t) == pytest.approx(0.6) and rerank_pass(unanswerable, t) == pytest.approx(0.5)
-    assert rerank_pass(answerable, None) == pytest.approx(0.8)
-
-
 def test_rerank_gate_simulation_refuses_below_the_threshold_only():
     from eval.answers import with_rerank_gate
 
@@ -144,3 +129,12 @@ def test_rerank_gate_simulation_refuses_below_the_threshold_only():
     m = summarize(out, [])
     assert m["false_refusal"] == 0.5 and m["unanswerable_refused"] == 1.0 and m["contains_gold"] == 1.0
     assert summarize(with_rerank_gate(recs, -5.0), [])["false_refusal"] == 0.0
+
+
+def test_roc_auc_by_hand():
+    from eval.probe_answerability import roc_auc
+
+    assert roc_auc([0.9, 0.8], [0.1, 0.2]) == 1.0
+    assert roc_auc([0.1], [0.9]) == 0.0
+    assert roc_auc([0.5, 0.9], [0.5]) == 0.75  # one tie (half) + one win, over 2 pairs
+    assert roc_auc([], [0.3]) is None
