@@ -98,7 +98,7 @@ def test_a_mode_overriding_rerank_precision_gets_its_own_reranker():
     from rag.rerank import CrossEncoderReranker
 
     fp32 = CrossEncoderReranker("some/model", max_length=256)  # constructors are cheap: nothing loads
-    s = Settings(_env_file=None, rerank_max_length=256)
+    s = Settings(_env_file=None, rerank_max_length=256, rerank_int8=False)
     assert reranker_for(fp32, s) is fp32
     int8 = reranker_for(fp32, s.model_copy(update={"rerank_int8": True}))
     assert int8 is not fp32 and int8.int8 and int8.name == "some/model"
