@@ -233,13 +233,14 @@ def unanswerable_from_beir(retriever, directory: Path, data, max_queries: int | 
     questions of a BEIR view whose queries carry ``metadata.is_impossible`` and
     ``metadata.source_paragraph`` (the SQuAD 2.0 view does). Empty for other data sets."""
     from eval.common import read_jsonl
-    from eval.datasets import part_of
+    from eval.datasets import part_of, split_key
 
     rows = []
     for q in read_jsonl(Path(directory) / "queries.jsonl"):
         meta = q.get("metadata") or {}
         para = meta.get("source_paragraph")
-        if meta.get("is_impossible") and para and part_of("article:" + para.rsplit("-", 1)[0]) == "train":
+        # The same article split as the answerable questions (split_key), so no dev/heldout article leaks in.
+        if meta.get("is_impossible") and para and part_of(split_key(data.name, q["_id"], {para: 1})) == "train":
             rows.append((q["text"], para))
     if max_queries and len(rows) > max_queries:
         rows = random.Random(seed).sample(rows, max_queries)
