@@ -87,13 +87,19 @@ eval-squad: install
 # then measured once on heldout.
 eval-rerank: install
 	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm \
-	  --modes "hybrid,hybrid+rerank@rerank_weight=1.0,hybrid+rerank@rerank_weight=0.35,hybrid+rerank,hybrid+rerank@rerank_weight=0.65,hybrid+rerank@rerank_int8=true" \
+	  --modes "hybrid,hybrid+rerank@rerank_weight=1.0;rerank_top=30;rerank_int8=false,hybrid+rerank@rerank_weight=0.35;rerank_top=30;rerank_int8=false,hybrid+rerank@rerank_top=30;rerank_int8=false,hybrid+rerank@rerank_weight=0.65;rerank_top=30;rerank_int8=false,hybrid+rerank@rerank_top=30" \
 	  --out eval/results/scifact_dev_rerank.json
+	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm \
+	  --modes "hybrid+rerank@rerank_top=10,hybrid+rerank@rerank_top=15,hybrid+rerank@rerank_top=15;rerank_max_length=192" \
+	  --out eval/results/scifact_dev_rerank_top.json
+	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part dev --limit 150 \
+	  --embedder minilm --modes "hybrid,hybrid+rerank@rerank_weight=0.2,hybrid+rerank@rerank_weight=0.35,hybrid+rerank" \
+	  --out eval/results/squad_dev_rerank.json
 	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part heldout --embedder minilm \
-	  --modes "hybrid,hybrid+rerank,hybrid+rerank@rerank_int8=true" --out eval/results/scifact_heldout_rerank.json
+	  --modes "hybrid,hybrid+rerank,hybrid+rerank@rerank_top=30,hybrid+rerank@rerank_top=30;rerank_int8=false" \
+	  --out eval/results/scifact_heldout_rerank.json
 	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part heldout --limit 300 \
-	  --embedder minilm --modes "hybrid,hybrid+rerank,hybrid+rerank@rerank_int8=true" \
-	  --out eval/results/squad_heldout_rerank.json
+	  --embedder minilm --modes "hybrid,hybrid+rerank" --out eval/results/squad_heldout_rerank.json
 
 eval-korquad: install
 	$(EVAL) --korquad $(SHARED)/korquad1_dev/KorQuAD_v1.0_dev.json --part heldout --limit 1000 --embedder e5-small \
