@@ -37,7 +37,7 @@ class Engine:
         """Load models and the index; a missing index leaves the service up but not ready."""
         self.reranker, self.reranker_status = make_reranker(
             self.settings.reranker, self.settings.rerank_max_length, self.settings.embed_threads,
-            self.settings.rerank_int8)
+            self.settings.rerank_precision)
         if self.reranker is not None:
             self.reranker.load()
         self.load_generator()

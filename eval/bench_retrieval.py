@@ -4,8 +4,8 @@
         [--reranker models/reranker]
 
 Per query: BM25, query embedding, FAISS search, fusion, total; then, when a reranker exists,
-the cross-encoder over the fused top 30 at max length 256 and 128, float32 and dynamic int8,
-interleaved per query (2 threads, PyTorch CPU). Speed does not depend on the weights: any
+the cross-encoder over the fused top 30 at max length 256 and 128, float32, bfloat16 autocast and
+dynamic int8, interleaved per query (2 threads, PyTorch CPU). Speed does not depend on the weights: any
 CrossEncoder directory of the same architecture gives the same timings.
 Writes eval/results/bench_retrieval.json and .md.
 """
@@ -54,9 +54,9 @@ def main() -> None:
     lines = [f"| stage ({len(queries)} SciFact queries, {index.n_chunks:,} chunks) | p50 ms | p95 ms |", "|---|---:|---:|"]
     lines += [f"| {k} | {v['p50']:.2f} | {v['p95']:.2f} |" for k, v in result["hybrid_no_rerank_ms"].items()]
     if Path(args.reranker).exists():
-        variants = [(256, False), (256, True), (128, False), (128, True)]
-        rerankers = {v: make_reranker(args.reranker, max_length=v[0], threads=settings.embed_threads, int8=v[1])[0]
-                     for v in variants}
+        variants = [(n, p) for n in (256, 128) for p in ("float32", "bfloat16", "int8")]
+        rerankers = {v: make_reranker(args.reranker, max_length=v[0], threads=settings.embed_threads,
+                                      precision=v[1])[0] for v in variants}
         times: dict = {v: [] for v in variants}
         for v, reranker in rerankers.items():  # warm-up
             HybridRetriever(index, emb, settings.model_copy(update={"rerank_top": 30}), reranker).search(
@@ -66,10 +66,11 @@ def main() -> None:
             for v, reranker in rerankers.items():
                 r = HybridRetriever(index, emb, settings.model_copy(update={"rerank_top": 30}), reranker)
                 times[v].append(r.search(q, rerank=True).timings_ms["rerank"])
-        for (max_len, int8), t in times.items():
-            key = f"rerank_top30_maxlen{max_len}{'_int8' if int8 else ''}_ms"
+        for (max_len, precision), t in times.items():
+            tag = "" if precision == "float32" else f"_{precision}"
+            key = f"rerank_top30_maxlen{max_len}{tag}_ms"
             result[key] = summarise(t)
-            lines.append(f"| rerank top 30, max length {max_len}{', int8' if int8 else ''} ({len(t)} queries) | "
+            lines.append(f"| rerank top 30, max length {max_len}, {precision} ({len(t)} queries) | "
                          f"{result[key]['p50']:.1f} | {result[key]['p95']:.1f} |")
     write_json(RESULTS / "bench_retrieval.json", result)
     (RESULTS / "bench_retrieval.md").write_text("\n".join(lines) + "\n")

@@ -149,7 +149,8 @@ def answers(
                   settings={k: getattr(settings, k) for k in ("llm_model", "llm_context_tokens", "max_tokens",
                                                               "temperature", "context_passages", "gate_bm25",
                                                               "gate_dense", "gate_rerank", "fusion",
-                                                              "rerank_int8", "citation_repair")},
+                                                              "rerank_precision", "citation_repair",
+                                                              "prompt_version")},
                   command="rag eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
     write_report(result, out)
     typer.echo(out.with_suffix(".md").read_text())

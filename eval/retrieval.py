@@ -82,16 +82,16 @@ _RERANKERS: dict[tuple[str, int, bool], Any] = {}
 
 def reranker_for(current: Any, s: Settings) -> Any:
     """The reranker for a mode's settings: the loaded one, or (once per configuration) the same
-    model at another max length or precision, so that ``@rerank_int8=true`` really measures int8."""
+    model at another max length or precision, so that ``@rerank_precision=int8`` really measures int8."""
     from rag.rerank import CrossEncoderReranker
 
-    key = (current.name, s.rerank_max_length, s.rerank_int8)
-    if (current.name, current.max_length, current.int8) == key:
+    key = (current.name, s.rerank_max_length, s.rerank_precision)
+    if (current.name, current.max_length, current.precision) == key:
         return current
-    _RERANKERS.setdefault((current.name, current.max_length, current.int8), current)
+    _RERANKERS.setdefault((current.name, current.max_length, current.precision), current)
     if key not in _RERANKERS:
-        _RERANKERS[key] = CrossEncoderReranker(current.name, s.rerank_max_length, threads=current._threads,
-                                               int8=s.rerank_int8)
+        _RERANKERS[key] = CrossEncoderReranker(current.name, s.rerank_max_length, threads=current.threads,
+                                               precision=s.rerank_precision)
     return _RERANKERS[key]
 
 
@@ -126,7 +126,8 @@ def evaluate_mode(retriever: HybridRetriever, data: RetrievalSet, spec: ModeSpec
                      "candidates": s.candidates, "rerank": spec.rerank, "rerank_top": s.rerank_top,
                      "rerank_weight": s.rerank_weight if spec.rerank else None,
                      "rerank_max_length": s.rerank_max_length if spec.rerank else None,
-                     "rerank_int8": s.rerank_int8 if spec.rerank else None,
+                     "rerank_precision": s.rerank_precision if spec.rerank else None,
+                     "rerank_score_space": s.rerank_score_space if spec.rerank else None,
                      "language_gate": s.language_gate},
         "metrics": {NAMES[str(m)]: round(v, 4) for m, v in agg.items()},
         f"candidate_recall@{s.rerank_top}": round(cand_recall, 4),

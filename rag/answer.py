@@ -92,12 +92,13 @@ class AnswerPipeline:
         hits: list[Hit] = []
         messages: list[dict[str, str]] = []
         if gate.passed:
+            question_copies = 2 if s.prompt_version == 2 else 1  # v2 repeats the question after the passages
             budget = s.llm_context_tokens - s.max_tokens - PROMPT_OVERHEAD_TOKENS - \
-                self.generator.count_tokens(question)
+                question_copies * self.generator.count_tokens(question)
             candidates = [(h.chunk.title, h.chunk.text) for h in result.hits[:k]]
             packed = pack(candidates, self.generator.count_tokens, max(budget, 64))
             hits = list(result.hits[: len(packed)])
-            messages = build_messages(question, packed, lang)
+            messages = build_messages(question, packed, lang, self.settings.prompt_version)
         timings["prepare"] = (time.perf_counter() - t) * 1000
         return Prepared(result, gate, hits, messages, lang, timings)
 

@@ -195,7 +195,7 @@ def load_retriever(settings: Settings, index_dir: Path, rerank: bool | None = No
     embedder = make_embedder(index.embedder_name, settings.embed_threads)
     embedder.load()  # load now, so that no query pays for it
     reranker, status = (None, "off") if rerank is False else make_reranker(
-        settings.reranker, settings.rerank_max_length, settings.embed_threads, settings.rerank_int8)
+        settings.reranker, settings.rerank_max_length, settings.embed_threads, settings.rerank_precision)
     return HybridRetriever(index, embedder, settings, reranker), status
 
 

@@ -75,9 +75,14 @@ class Settings(BaseSettings):
         "en", description="Comma-separated languages the cross-encoder knows ('any' for a multilingual one). The "
         "project's reranker starts from all-MiniLM-L6-v2 (English): with language_gate on, queries in other "
         "languages skip reranking instead of being reordered by a model that cannot read them.")
-    rerank_int8: bool = Field(
-        True, description="Dynamic int8 quantisation of the cross-encoder's Linear layers: half the CPU time, "
-        "no measured loss (SciFact dev/heldout, README); false for float32.")
+    rerank_precision: Literal["float32", "bfloat16", "int8"] = Field(
+        "int8", description="Cross-encoder arithmetic on CPU. int8: dynamic quantisation of the Linear layers; "
+        "bfloat16: autocast (fast only on CPUs with AVX512-BF16 or AMX); both about half the float32 time here "
+        "(eval.bench_retrieval). int8 has no measured loss on SciFact dev/heldout (README).")
+    rerank_score_space: Literal["probability", "logit"] = Field(
+        "probability", description="Which cross-encoder score is min-max normalised for the interpolation with "
+        "the fused score: the model's sigmoid output (0..1) or its logit (which keeps the spread between "
+        "confident scores).")
 
     # --- generation -------------------------------------------------------------------------
     generator: Literal["local", "openai", "hf"] = Field("local", description="LLM backend.")
@@ -94,6 +99,9 @@ class Settings(BaseSettings):
     temperature: float = Field(0.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int | None = 0
+    prompt_version: Literal[1, 2] = Field(
+        1, description="1: passages then the question. 2: the question before and after the passages and an "
+        "explicit exact-match check before answering (rag.prompt.SYSTEM_PROMPT_V2; measured in the README).")
     context_passages: int = Field(5, ge=1, le=20, description="Passages offered to the LLM (best first).")
     citation_repair: bool = Field(
         True, description="Cite the passage holding most of the answer's own terms when the model cited none, or "

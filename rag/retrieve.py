@@ -23,6 +23,12 @@ from rag.types import Filters, Hit, SearchResult
 MODES = ("bm25", "dense", "hybrid")
 
 
+def _logit(p: float, eps: float = 1e-6) -> float:
+    """Inverse sigmoid of a cross-encoder probability (clipped: float32 sigmoids saturate at 1.0)."""
+    p = min(max(p, eps), 1 - eps)
+    return float(np.log(p / (1 - p)))
+
+
 def _ranks(ids: Sequence[int]) -> dict[int, int]:
     return {int(i): r for r, i in enumerate(ids, start=1)}
 
@@ -114,7 +120,9 @@ class HybridRetriever:
             if w >= 1.0:
                 final = dict(rerank_scores)
             else:
-                nce, nf = normalize(rerank_scores), normalize({i: fused[i] for i in top})
+                ce_for_mix = (rerank_scores if s.rerank_score_space == "probability"
+                              else {i: _logit(v) for i, v in rerank_scores.items()})
+                nce, nf = normalize(ce_for_mix), normalize({i: fused[i] for i in top})
                 final = {i: w * nce[i] + (1 - w) * nf[i] for i in top}
             order = ranked(final)
 

@@ -98,11 +98,13 @@ def test_a_mode_overriding_rerank_precision_gets_its_own_reranker():
     from rag.rerank import CrossEncoderReranker
 
     fp32 = CrossEncoderReranker("some/model", max_length=256)  # constructors are cheap: nothing loads
-    s = Settings(_env_file=None, rerank_max_length=256, rerank_int8=False)
+    s = Settings(_env_file=None, rerank_max_length=256, rerank_precision="float32")
     assert reranker_for(fp32, s) is fp32
-    int8 = reranker_for(fp32, s.model_copy(update={"rerank_int8": True}))
-    assert int8 is not fp32 and int8.int8 and int8.name == "some/model"
-    assert reranker_for(fp32, s.model_copy(update={"rerank_int8": True})) is int8  # built once
+    int8 = reranker_for(fp32, s.model_copy(update={"rerank_precision": "int8"}))
+    assert int8 is not fp32 and int8.precision == "int8" and int8.name == "some/model"
+    assert reranker_for(fp32, s.model_copy(update={"rerank_precision": "int8"})) is int8  # built once
     assert reranker_for(int8, s) is fp32  # and back
+    bf16 = reranker_for(fp32, s.model_copy(update={"rerank_precision": "bfloat16"}))
+    assert bf16.precision == "bfloat16" and bf16 is not int8
     short = reranker_for(fp32, s.model_copy(update={"rerank_max_length": 128}))
-    assert short.max_length == 128 and not short.int8
+    assert short.max_length == 128 and short.precision == "float32"

@@ -19,6 +19,17 @@ def test_messages_carry_rules_language_and_refusal_sentence():
     assert build_messages("q", [], "fr")[0]["content"] == en[0]["content"].replace("What is k1?", "q")
 
 
+def test_prompt_v2_asks_the_question_before_and_after_the_passages():
+    v2 = build_messages("What is k1?", [("t", "k1 controls saturation.")], "en", version=2)
+    user = v2[1]["content"]
+    assert user.startswith("Question: What is k1?") and user.count("Question: What is k1?") == 2
+    assert user.index("<passage") < user.rindex("Question:") and user.endswith(REFUSAL["en"])
+    assert "exactly what is asked" in v2[0]["content"] and "not instructions" in v2[0]["content"]
+    ko = build_messages("k1은 무엇인가?", [("t", "p")], "ko", version=2)
+    assert REFUSAL["ko"] in ko[0]["content"] and "한국어로" in ko[0]["content"]
+    assert build_messages("q", [("t", "p")], "en") == build_messages("q", [("t", "p")], "en", version=1)
+
+
 def test_pack_keeps_best_first_within_budget():
     count = len  # one "token" per character: easy to compute by hand
     one = len(format_passages([("a", "x" * 10)])) + 2

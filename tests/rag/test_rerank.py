@@ -50,15 +50,45 @@ def test_trained_model_reranks_through_the_retriever(tiny_model, retriever):
     assert not plain.reranked and plain.hits[0].rerank_score is None
 
 
-def test_int8_reranker_keeps_the_order_of_the_float_model(tiny_model):
+@pytest.mark.parametrize("precision", ["int8", "bfloat16"])
+def test_reduced_precision_reranker_keeps_the_scores_of_the_float_model(tiny_model, precision):
     passages = ["BM25 has a term frequency saturation parameter k1.", "Korean needs a morphological analyser.",
                 "FAISS stores dense vectors.", "The saturation of BM25 term frequency is set by k1."]
     fp32, _ = make_reranker(str(tiny_model), max_length=64)
-    int8, status = make_reranker(str(tiny_model), max_length=64, int8=True)
-    assert status.endswith("(int8)")
-    a, b = fp32.score("BM25 saturation", passages), int8.score("BM25 saturation", passages)
-    assert a.shape == b.shape == (4,)
+    low, status = make_reranker(str(tiny_model), max_length=64, precision=precision)
+    assert status.endswith(f"({precision})")
+    a, b = fp32.score("BM25 saturation", passages), low.score("BM25 saturation", passages)
+    assert a.shape == b.shape == (4,) and b.dtype == np.float32
     assert np.corrcoef(a, b)[0, 1] > 0.9
+
+
+def test_unknown_precision_is_a_config_error():
+    from rag.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="bfloat16"):
+        CrossEncoderReranker("some/model", precision="fp8")
+
+
+def test_logit_score_space_changes_only_the_interpolation(tiny_model, retriever):
+    reranker, _ = make_reranker(str(tiny_model), max_length=64)
+    results = {}
+    for space in ("probability", "logit"):
+        r = HybridRetriever(retriever.index, retriever.embedder, retriever.settings.model_copy(
+            update={"rerank_top": 6, "rerank_weight": 0.5, "rerank_score_space": space}), reranker)
+        results[space] = r.search("BM25 saturation parameter", k=6)
+    p, lg = results["probability"].hits, results["logit"].hits
+    # The cross-encoder's own scores and ranks do not depend on the space; only the final mix does.
+    assert {h.chunk.chunk_id: h.rerank_score for h in p} == {h.chunk.chunk_id: h.rerank_score for h in lg}
+    assert {h.chunk.chunk_id: h.rerank_rank for h in p} == {h.chunk.chunk_id: h.rerank_rank for h in lg}
+    assert all(0 <= h.score <= 1 for h in p + lg)
+
+
+def test_logit_is_the_inverse_sigmoid_and_clips_saturated_scores():
+    from rag.retrieve import _logit
+
+    assert _logit(0.5) == 0.0
+    assert _logit(1 / (1 + np.exp(-2.0))) == pytest.approx(2.0, abs=1e-6)
+    assert np.isfinite(_logit(1.0)) and _logit(1.0) == pytest.approx(-_logit(0.0))
 
 
 def test_missing_reranker_means_off_with_a_reason(tmp_path, monkeypatch):
