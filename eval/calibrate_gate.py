@@ -13,12 +13,18 @@ its threshold. Populations:
 * e5-small (the multilingual embedder): SQuAD as above, and KorQuAD questions vs 30 hand-written
   Korean out-of-corpus questions (``eval/data/out_of_corpus_ko.jsonl``).
 
+* ``--lang ko``: only the BM25-ratio threshold for Korean questions (``gate_bm25_lang``): KorQuAD
+  questions vs the Korean out-of-corpus ones over a KorQuAD index, the dense threshold kept. On
+  a MiniLM index the dense list is dropped for Korean queries (language gate), so BM25 is their
+  only signal; its ratio scale follows the Kiwi tokenizer, not the English one.
+
 Rule: the thresholds that refuse at least ``--ooc-refused`` (default 98 %) of the out-of-corpus
 questions while passing the most in-corpus ones. Writes
-``eval/results/gate_calibration_EMBEDDER.{json,md,png}``.
+``eval/results/gate_calibration_EMBEDDER[_LANG].{json,md,png}``.
 
     python -m eval.calibrate_gate --embedder minilm     # ~10 min here (SciFact ingest included)
     python -m eval.calibrate_gate --embedder e5-small --bm25 0.39  # ~15 min (e5 indexes)
+    python -m eval.calibrate_gate --embedder minilm --lang ko     # ~3 min
 """
 
 from __future__ import annotations
@@ -50,13 +56,14 @@ def pass_rate(sig: np.ndarray, dense_min: float, bm25_min: float) -> float:
     return float(ok.mean()) if len(sig) else float("nan")
 
 
-def choose(pos: list[np.ndarray], ooc: np.ndarray, ooc_refused: float, bm25: float | None = None
-           ) -> tuple[float, float]:
+def choose(pos: list[np.ndarray], ooc: np.ndarray, ooc_refused: float, bm25: float | None = None,
+           dense: float | None = None) -> tuple[float, float]:
     """Thresholds maximising the mean pass rate of the in-corpus sets with OOC refusal >= target.
     Among equals, the larger thresholds (more margin against unseen out-of-corpus questions).
-    ``bm25`` fixes the BM25 threshold (it is one setting shared by all embedders)."""
+    ``bm25`` fixes the BM25 threshold (it is one setting shared by all embedders); ``dense`` fixes
+    the dense one (when calibrating a per-language BM25 threshold)."""
     best = None
-    dense_grid = np.round(np.arange(0.0, 1.0, 0.01), 2)
+    dense_grid = np.round(np.arange(0.0, 1.0, 0.01), 2) if dense is None else np.array([dense])
     bm25_grid = np.append(np.round(np.arange(0.0, 1.0, 0.01), 2), 1.01)  # 1.01 = BM25 signal off
     if bm25 is not None:
         bm25_grid = np.array([bm25])
@@ -78,6 +85,25 @@ def _pipeline(settings, index_dir: Path, rerank: bool = False):
 
     retriever, _ = load_retriever(settings, index_dir, rerank=None if rerank else False)
     return AnswerPipeline(retriever, None, settings)  # the gate never calls the generator
+
+
+def korean_populations(embedder: str, settings, limit: int
+                       ) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
+    """KorQuAD questions (calibration parts; heldout reported only) vs Korean out-of-corpus ones."""
+    from eval.answers import load_qa, select
+    from ingest.pipeline import ingest
+
+    name, docs, items = load_qa(SHARED_DATA / "korquad1_dev" / "KorQuAD_v1.0_dev.json")
+    index = Path(f"indexes/answers-{name}-{embedder}")
+    ingest([], index, settings, documents=docs)
+    pipe = _pipeline(settings, index)
+    cal = [q.question for p in ("train", "dev") for q in select(items, p)]
+    ooc = [r["text"] for r in read_jsonl(ROOT / "eval" / "data" / "out_of_corpus_ko.jsonl")]
+    sig = {"korquad_answerable": signals(pipe, cal[:limit], "KorQuAD answerable"),
+           "korquad_heldout_answerable": signals(pipe, [q.question for q in select(items, "heldout")][:limit],
+                                                 "KorQuAD heldout answerable"),
+           "korquad_ooc": signals(pipe, ooc, "Korean out-of-corpus")}
+    return sig, ["korquad_answerable"], ["korquad_ooc"]
 
 
 def populations(embedder: str, settings, limit: int) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
@@ -136,28 +162,35 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=600, help="questions per in-corpus population")
     ap.add_argument("--bm25", type=float, default=None,
                     help="fix the BM25 ratio threshold (shared by all embedders) and choose only the dense one")
+    ap.add_argument("--lang", default=None, choices=["ko"],
+                    help="calibrate only the BM25 threshold for questions in this language (gate_bm25_lang)")
     ap.add_argument("--out", type=Path, default=None, help="default eval/results/gate_calibration_EMBEDDER.json")
     args = ap.parse_args()
-    out = args.out or RESULTS / f"gate_calibration_{args.embedder}.json"
+    suffix = f"_{args.lang}" if args.lang else ""
+    out = args.out or RESULTS / f"gate_calibration_{args.embedder}{suffix}.json"
 
     from rag.config import get_settings
 
     settings = get_settings().model_copy(update={"embedder": args.embedder})
-    sig, inside, outside = populations(args.embedder, settings, args.limit)
+    old = (settings.gate_dense[args.embedder], settings.gate_bm25_lang.get(args.lang, settings.gate_bm25))
+    if args.lang:
+        sig, inside, outside = korean_populations(args.embedder, settings, args.limit)
+    else:
+        sig, inside, outside = populations(args.embedder, settings, args.limit)
     d, b = choose([sig[k] for k in inside], np.vstack([sig[k] for k in outside]), args.ooc_refused,
-               args.bm25)
-    old = (settings.gate_dense[args.embedder], settings.gate_bm25)
+                  args.bm25, dense=old[0] if args.lang else None)
     table = {k: {"n": int(len(v)), "passed_chosen": round(pass_rate(v, d, b), 4),
                  "passed_previous": round(pass_rate(v, *old), 4),
                  "passed_dense_only": round(pass_rate(v, d, 1.01), 4),
                  "dense_median": round(float(np.nanmedian(v[:, 0])), 4),
                  "bm25_ratio_median": round(float(np.nanmedian(v[:, 1])), 4)} for k, v in sig.items()}
-    result = {"embedder": args.embedder, "chosen": {"gate_dense": d, "gate_bm25": b},
+    result = {"embedder": args.embedder, "lang": args.lang, "chosen": {"gate_dense": d, "gate_bm25": b},
               "previous": {"gate_dense": old[0], "gate_bm25": old[1]}, "ooc_refused_target": args.ooc_refused,
               "in_corpus": inside, "out_of_corpus": outside, "populations": table,
               "signals": {k: v.round(4).tolist() for k, v in sig.items()}}
     write_json(out, result)
-    lines = [f"# Retrieval gate calibration ({args.embedder} index, reranker off)", "",
+    scope = f", {args.lang} questions: BM25 threshold only" if args.lang else ""
+    lines = [f"# Retrieval gate calibration ({args.embedder} index, reranker off{scope})", "",
              f"Chosen: dense cosine ≥ **{d:.2f}** or BM25 ratio ≥ **{b:.2f}** (1.01 = BM25 signal off; previous "
              f"{old[0]} / {old[1]}). Rule: at least {100 * args.ooc_refused:.0f} % of the out-of-corpus questions "
              f"({', '.join(outside)}) refused, most in-corpus ones ({', '.join(inside)}) passed.", "",
@@ -166,7 +199,7 @@ def main() -> None:
     for k, v in table.items():
         lines.append(f"| {k} | {v['n']} | {100 * v['passed_chosen']:.1f} % | {100 * v['passed_previous']:.1f} % | "
                      f"{100 * v['passed_dense_only']:.1f} % | {v['dense_median']:.3f} | {v['bm25_ratio_median']:.3f} |")
-    fixed = f" --bm25 {args.bm25:g}" if args.bm25 is not None else ""
+    fixed = (f" --bm25 {args.bm25:g}" if args.bm25 is not None else "") + (f" --lang {args.lang}" if args.lang else "")
     lines += ["", f"Command: `python -m eval.calibrate_gate --embedder {args.embedder}{fixed}`", ""]
     out.with_suffix(".md").write_text("\n".join(lines), encoding="utf-8")
 

@@ -184,3 +184,19 @@ def test_retrieval_gate_rule(dense, bm25_ratio, rerank, passed):
     assert decision.signals["rerank_max"] == rerank
     if not passed:
         assert decision.reason
+
+
+@pytest.mark.parametrize("lang, bm25_ratio, passed", [
+    ("ko", 0.33, True),    # over the Korean threshold (Kiwi-tokenised ratios run lower)
+    ("ko", 0.28, False),   # under it
+    ("en", 0.33, False),   # other languages keep gate_bm25
+    ("en", 0.40, True),
+])
+def test_retrieval_gate_bm25_threshold_per_query_language(lang, bm25_ratio, passed):
+    from dataclasses import replace
+
+    from rag.answer import retrieval_gate
+
+    s = Settings(_env_file=None, gate_dense={"minilm": 0.38}, gate_bm25=0.39, gate_bm25_lang={"ko": 0.30})
+    result = replace(_result(None, None), query_lang=lang)  # no dense list: Korean on a MiniLM index
+    assert retrieval_gate(result, bm25_ratio, s, "minilm").passed is passed
