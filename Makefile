@@ -87,7 +87,7 @@ eval-squad: install
 # then measured once on heldout.
 eval-rerank: install
 	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm \
-	  --modes "hybrid,hybrid+rerank@rerank_weight=1.0;rerank_top=30;rerank_int8=false,hybrid+rerank@rerank_weight=0.35;rerank_top=30;rerank_int8=false,hybrid+rerank@rerank_top=30;rerank_int8=false,hybrid+rerank@rerank_weight=0.65;rerank_top=30;rerank_int8=false,hybrid+rerank@rerank_top=30" \
+	  --modes "hybrid,hybrid+rerank@rerank_weight=1.0;rerank_top=30;rerank_precision=float32,hybrid+rerank@rerank_weight=0.35;rerank_top=30;rerank_precision=float32,hybrid+rerank@rerank_top=30;rerank_precision=float32,hybrid+rerank@rerank_weight=0.65;rerank_top=30;rerank_precision=float32,hybrid+rerank@rerank_top=30" \
 	  --out eval/results/scifact_dev_rerank.json
 	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm \
 	  --modes "hybrid+rerank@rerank_top=10,hybrid+rerank@rerank_top=15,hybrid+rerank@rerank_top=15;rerank_max_length=192" \
@@ -96,7 +96,7 @@ eval-rerank: install
 	  --embedder minilm --modes "hybrid,hybrid+rerank@rerank_weight=0.2,hybrid+rerank@rerank_weight=0.35,hybrid+rerank" \
 	  --out eval/results/squad_dev_rerank.json
 	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part heldout --embedder minilm \
-	  --modes "hybrid,hybrid+rerank,hybrid+rerank@rerank_top=30,hybrid+rerank@rerank_top=30;rerank_int8=false" \
+	  --modes "hybrid,hybrid+rerank,hybrid+rerank@rerank_top=30,hybrid+rerank@rerank_top=30;rerank_precision=float32" \
 	  --out eval/results/scifact_heldout_rerank.json
 	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part heldout --limit 300 \
 	  --embedder minilm --modes "hybrid,hybrid+rerank" --out eval/results/squad_heldout_rerank.json
