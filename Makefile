@@ -85,21 +85,33 @@ eval-squad: install
 
 # Needs a trained reranker at models/reranker (make train-reranker); settings tuned on --part dev,
 # then measured once on heldout.
+# Session 3's runs, then session 4's score-space runs; the dev ones ran while sigmoid scores were the default.
 eval-rerank: install
-	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm \
+	RAG_RERANKER=models/reranker RAG_RERANK_SCORE_SPACE=probability $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm \
 	  --modes "hybrid,hybrid+rerank@rerank_weight=1.0;rerank_top=30;rerank_precision=float32,hybrid+rerank@rerank_weight=0.35;rerank_top=30;rerank_precision=float32,hybrid+rerank@rerank_top=30;rerank_precision=float32,hybrid+rerank@rerank_weight=0.65;rerank_top=30;rerank_precision=float32,hybrid+rerank@rerank_top=30" \
 	  --out eval/results/scifact_dev_rerank.json
-	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm \
+	RAG_RERANKER=models/reranker RAG_RERANK_SCORE_SPACE=probability $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm \
 	  --modes "hybrid+rerank@rerank_top=10,hybrid+rerank@rerank_top=15,hybrid+rerank@rerank_top=15;rerank_max_length=192" \
 	  --out eval/results/scifact_dev_rerank_top.json
-	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part dev --limit 150 \
+	RAG_RERANKER=models/reranker RAG_RERANK_SCORE_SPACE=probability $(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part dev --limit 150 \
 	  --embedder minilm --modes "hybrid,hybrid+rerank@rerank_weight=0.2,hybrid+rerank@rerank_weight=0.35,hybrid+rerank" \
 	  --out eval/results/squad_dev_rerank.json
-	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part heldout --embedder minilm \
+	RAG_RERANKER=models/reranker RAG_RERANK_SCORE_SPACE=probability $(EVAL) --dataset $(SHARED)/scifact --split train --part heldout --embedder minilm \
 	  --modes "hybrid,hybrid+rerank,hybrid+rerank@rerank_top=30,hybrid+rerank@rerank_top=30;rerank_precision=float32" \
 	  --out eval/results/scifact_heldout_rerank.json
-	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part heldout --limit 300 \
+	RAG_RERANKER=models/reranker RAG_RERANK_SCORE_SPACE=probability $(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part heldout --limit 300 \
 	  --embedder minilm --modes "hybrid,hybrid+rerank" --out eval/results/squad_heldout_rerank.json
+	RAG_RERANKER=models/reranker RAG_RERANK_SCORE_SPACE=probability $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm \
+	  --modes "hybrid+rerank,hybrid+rerank@rerank_score_space=logit,hybrid+rerank@rerank_score_space=logit;rerank_weight=0.35,hybrid+rerank@rerank_score_space=logit;rerank_weight=0.65,hybrid+rerank@rerank_precision=bfloat16,hybrid+rerank@rerank_precision=bfloat16;rerank_score_space=logit,hybrid+rerank@rerank_precision=bfloat16;rerank_top=30,hybrid+rerank@rerank_precision=bfloat16;rerank_top=30;rerank_score_space=logit" \
+	  --out eval/results/scifact_dev_rerank_space.json
+	RAG_RERANKER=models/reranker RAG_RERANK_SCORE_SPACE=probability $(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part dev --limit 150 --embedder minilm \
+	  --modes "hybrid,hybrid+rerank,hybrid+rerank@rerank_score_space=logit,hybrid+rerank@rerank_weight=0.2,hybrid+rerank@rerank_weight=0.2;rerank_score_space=logit" \
+	  --out eval/results/squad_dev_rerank_space.json
+	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part heldout --embedder minilm \
+	  --modes "hybrid,hybrid+rerank@rerank_score_space=probability,hybrid+rerank" --out eval/results/scifact_heldout_rerank_space.json
+	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part heldout --limit 300 \
+	  --embedder minilm --modes "hybrid,hybrid+rerank@rerank_score_space=probability,hybrid+rerank" \
+	  --out eval/results/squad_heldout_rerank_space.json
 
 eval-korquad: install
 	$(EVAL) --korquad $(SHARED)/korquad1_dev/KorQuAD_v1.0_dev.json --part heldout --limit 1000 --embedder e5-small \
