@@ -135,6 +135,7 @@ bench-all: install
 calibrate-gate: install
 	$(BIN)/python -m eval.calibrate_gate --embedder minilm
 	$(BIN)/python -m eval.calibrate_gate --embedder e5-small --bm25 0.39
+	$(BIN)/python -m eval.calibrate_gate --embedder minilm --lang ko
 
 # About 13 min (0.5B) and 28 min (1.5B) for 100 SQuAD questions, 20 min for 60 KorQuAD ones, on 2 cores.
 eval-answers: install

@@ -88,6 +88,16 @@ def test_gate_threshold_choice_meets_the_out_of_corpus_target():
     assert pass_rate(inside, d, b) == 1.0 and d == pytest.approx(0.30) and b > 0.8
 
 
+def test_per_language_bm25_threshold_keeps_the_dense_one_fixed():
+    # Korean questions on a MiniLM index: no dense signal (NaN), BM25 ratios on a lower scale.
+    inside = np.array([[np.nan, 0.35], [np.nan, 0.31], [np.nan, 0.5], [np.nan, 0.2]])
+    ooc = np.array([[np.nan, 0.28], [np.nan, 0.1], [np.nan, 0.25]])
+    d, b = choose([inside], ooc, ooc_refused=1.0, dense=0.38)
+    # BM25 must rise above the out-of-corpus 0.28; the largest threshold passing the same three wins.
+    assert d == 0.38 and b == pytest.approx(0.31) and pass_rate(inside, d, b) == 0.75
+    assert pass_rate(ooc, d, b) == 0.0
+
+
 @pytest.mark.slow
 def test_eval_answers_end_to_end_with_smollm2(tmp_path):
     out = tmp_path / "answers.json"
