@@ -172,7 +172,8 @@ def main() -> None:
     from rag.config import get_settings
 
     settings = get_settings().model_copy(update={"embedder": args.embedder})
-    old = (settings.gate_dense[args.embedder], settings.gate_bm25_lang.get(args.lang, settings.gate_bm25))
+    old = (settings.gate_dense[args.embedder],
+           settings.gate_bm25_lang.get(f"{args.embedder}/{args.lang}", settings.gate_bm25))
     if args.lang:
         sig, inside, outside = korean_populations(args.embedder, settings, args.limit)
     else:

@@ -35,8 +35,8 @@ def retrieval_gate(result: SearchResult, bm25_ratio: float | None, settings: Set
 
     First-stage signals (either suffices): the best dense cosine (its threshold depends on the
     embedder: e5 cosines sit much higher than MiniLM's) and the BM25 top score divided by its
-    ceiling for this query (scale-free across queries, not across tokenizers: ``gate_bm25_lang``
-    holds a threshold per query language). These keep out-of-corpus questions out.
+    ceiling for this query (scale-free across queries, not across tokenizers and chunkings:
+    ``gate_bm25_lang`` holds thresholds per embedder index and query language). These keep out-of-corpus questions out.
     The cross-encoder (``gate_rerank``, off by default) can only add refusals, meant for on-topic
     questions that no passage answers (SQuAD 2.0's unanswerable)."""
     if not result.hits:
@@ -45,7 +45,7 @@ def retrieval_gate(result: SearchResult, bm25_ratio: float | None, settings: Set
     rerank = max((h.rerank_score for h in result.hits if h.rerank_score is not None), default=None)
     signals = {"bm25_ratio": bm25_ratio, "dense_max": dense, "rerank_max": rerank}
     dense_min = settings.gate_dense.get(embedder)
-    bm25_min = settings.gate_bm25_lang.get(result.query_lang, settings.gate_bm25)
+    bm25_min = settings.gate_bm25_lang.get(f"{embedder}/{result.query_lang}", settings.gate_bm25)
     first = (dense is not None and dense_min is not None and dense >= dense_min) or \
         (bm25_ratio is not None and bm25_ratio >= bm25_min)
     if not first:

@@ -197,6 +197,9 @@ def test_retrieval_gate_bm25_threshold_per_query_language(lang, bm25_ratio, pass
 
     from rag.answer import retrieval_gate
 
-    s = Settings(_env_file=None, gate_dense={"minilm": 0.38}, gate_bm25=0.39, gate_bm25_lang={"ko": 0.30})
+    s = Settings(_env_file=None, gate_dense={"minilm": 0.38, "e5-small": 0.85}, gate_bm25=0.39,
+                 gate_bm25_lang={"minilm/ko": 0.30})
     result = replace(_result(None, None), query_lang=lang)  # no dense list: Korean on a MiniLM index
     assert retrieval_gate(result, bm25_ratio, s, "minilm").passed is passed
+    # The threshold belongs to one embedder's index: another index keeps gate_bm25.
+    assert retrieval_gate(result, bm25_ratio, s, "e5-small").passed is (bm25_ratio >= 0.39)
