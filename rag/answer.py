@@ -36,7 +36,8 @@ def retrieval_gate(result: SearchResult, bm25_ratio: float | None, settings: Set
     First-stage signals (either suffices): the best dense cosine (its threshold depends on the
     embedder: e5 cosines sit much higher than MiniLM's) and the BM25 top score divided by its
     ceiling for this query (scale-free across queries, not across tokenizers and chunkings:
-    ``gate_bm25_lang`` holds thresholds per embedder index and query language). These keep out-of-corpus questions out.
+    ``gate_bm25_lang`` holds thresholds per embedder index and query language). These keep
+    out-of-corpus questions out.
     The cross-encoder (``gate_rerank``, off by default) can only add refusals, meant for on-topic
     questions that no passage answers (SQuAD 2.0's unanswerable)."""
     if not result.hits:

@@ -30,3 +30,20 @@ class Embedder(Protocol):
     def embed_documents(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray: ...
 
     def embed_query(self, text: str) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """Scores (query, passage) pairs jointly; higher is more relevant."""
+
+    name: str
+
+    def load(self) -> None: ...
+
+    def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
+        """The model's scores (its own output activation), one per passage, in order."""
+        ...
+
+    def score_with_logits(self, query: str, passages: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, raw logits): the interpolation may mix logits, which a sigmoid would squash."""
+        ...

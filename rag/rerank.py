@@ -66,8 +66,17 @@ class CrossEncoderReranker:
                 raise ConfigError(f"cannot load reranker {self.name!r}: {exc}") from exc
 
     def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
+        """The model's scores (its own activation of its logits) for ``passages``, in order."""
+        return self.score_with_logits(query, passages)[0]
+
+    def score_with_logits(self, query: str, passages: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, logits). Scores are what users and the gate see (0..1 for a sigmoid head);
+        logits are what the interpolation with the fused score may use (``rerank_score_space``):
+        the sigmoid squashes confident scores together. For a model without an activation both
+        are the same."""
         if not passages:
-            return np.zeros(0, dtype=np.float32)
+            empty = np.zeros(0, dtype=np.float32)
+            return empty, empty
         self.load()
         import torch
 
@@ -76,10 +85,13 @@ class CrossEncoderReranker:
         autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bfloat16"
                     else contextlib.nullcontext())
         with autocast:
-            scores = self._model.predict([(query, p) for p in passages], batch_size=self.batch_size,
-                                         show_progress_bar=False, convert_to_numpy=True,
-                                         activation_fn=None)  # None = the model's default activation
-        return np.asarray(scores, dtype=np.float32).reshape(len(passages))
+            raw = self._model.predict([(query, p) for p in passages], batch_size=self.batch_size,
+                                      show_progress_bar=False, convert_to_numpy=True,
+                                      activation_fn=torch.nn.Identity())
+        logits = np.asarray(raw, dtype=np.float32).reshape(len(passages))
+        with torch.inference_mode():
+            scores = self._model.activation_fn(torch.from_numpy(logits.copy())).numpy()
+        return np.asarray(scores, dtype=np.float32), logits
 
 
 def make_reranker(setting: str, max_length: int = 256, threads: int | None = None, precision: str = "float32"

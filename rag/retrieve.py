@@ -15,18 +15,11 @@ from rag.embed import embedder_languages
 from rag.errors import InvalidRequestError
 from rag.fusion import convex, normalize, ranked, rrf
 from rag.index import Index
-from rag.protocols import Embedder
-from rag.rerank import CrossEncoderReranker
+from rag.protocols import Embedder, Reranker
 from rag.text import detect_lang
 from rag.types import Filters, Hit, SearchResult
 
 MODES = ("bm25", "dense", "hybrid")
-
-
-def _logit(p: float, eps: float = 1e-6) -> float:
-    """Inverse sigmoid of a cross-encoder probability (clipped: float32 sigmoids saturate at 1.0)."""
-    p = min(max(p, eps), 1 - eps)
-    return float(np.log(p / (1 - p)))
 
 
 def _ranks(ids: Sequence[int]) -> dict[int, int]:
@@ -37,7 +30,7 @@ class HybridRetriever:
     """Retriever over one loaded :class:`Index`. Cheap to build; holds no per-query state."""
 
     def __init__(self, index: Index, embedder: Embedder, settings: Settings,
-                 reranker: CrossEncoderReranker | None = None) -> None:
+                 reranker: Reranker | None = None) -> None:
         index.check_embedder(embedder.name, embedder.dim)
         self.index = index
         self.embedder = embedder
@@ -113,7 +106,7 @@ class HybridRetriever:
             top = order[: max(s.rerank_top, k)]
             chunks = self.index.chunks_by_ids(top)
             t = time.perf_counter()
-            ce = self.reranker.score(query, [chunks[i].embed_text() for i in top])
+            ce, ce_logits = self.reranker.score_with_logits(query, [chunks[i].embed_text() for i in top])
             timings["rerank"] = (time.perf_counter() - t) * 1000
             rerank_scores = dict(zip(top, ce.tolist()))
             w = s.rerank_weight
@@ -121,7 +114,7 @@ class HybridRetriever:
                 final = dict(rerank_scores)
             else:
                 ce_for_mix = (rerank_scores if s.rerank_score_space == "probability"
-                              else {i: _logit(v) for i, v in rerank_scores.items()})
+                              else dict(zip(top, ce_logits.tolist())))
                 nce, nf = normalize(ce_for_mix), normalize({i: fused[i] for i in top})
                 final = {i: w * nce[i] + (1 - w) * nf[i] for i in top}
             order = ranked(final)

@@ -83,12 +83,14 @@ def test_logit_score_space_changes_only_the_interpolation(tiny_model, retriever)
     assert all(0 <= h.score <= 1 for h in p + lg)
 
 
-def test_logit_is_the_inverse_sigmoid_and_clips_saturated_scores():
-    from rag.retrieve import _logit
-
-    assert _logit(0.5) == 0.0
-    assert _logit(1 / (1 + np.exp(-2.0))) == pytest.approx(2.0, abs=1e-6)
-    assert np.isfinite(_logit(1.0)) and _logit(1.0) == pytest.approx(-_logit(0.0))
+def test_scores_are_the_models_activation_of_its_logits(tiny_model):
+    reranker, _ = make_reranker(str(tiny_model), max_length=64)
+    passages = ["BM25 has a term frequency saturation parameter k1.", "FAISS stores dense vectors."]
+    scores, logits = reranker.score_with_logits("BM25 saturation", passages)
+    assert scores.shape == logits.shape == (2,)
+    np.testing.assert_allclose(scores, 1 / (1 + np.exp(-logits)), rtol=1e-5)  # the project's sigmoid head
+    np.testing.assert_allclose(reranker.score("BM25 saturation", passages), scores, rtol=1e-5)
+    assert reranker.score_with_logits("q", [])[1].shape == (0,)
 
 
 def test_missing_reranker_means_off_with_a_reason(tmp_path, monkeypatch):
@@ -123,3 +125,9 @@ def test_unanswerable_groups_train_against_the_zero_anchor(retriever, tmp_path):
     report = train_cross_encoder(groups, tmp_path / "ce", cfg, progress=False)
     assert report.sources == {"fixture": 1, "fixture (unanswerable)": 1}
     assert report.steps == 1 and np.isfinite(report.losses).all()
+
+
+def test_the_cross_encoder_satisfies_the_reranker_protocol():
+    from rag.protocols import Reranker
+
+    assert isinstance(CrossEncoderReranker("some/model"), Reranker)
