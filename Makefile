@@ -143,9 +143,17 @@ eval-answers: install
 	$(MAKE) models LLM=qwen2.5-1.5b
 	for m in qwen2.5-1.5b qwen2.5-0.5b; do \
 	  $(BIN)/rag eval answers --dataset $(SHARED)/squad2_dev/dev-v2.0.json --part heldout --limit 100 \
-	    --model $$m --embedder minilm --out eval/results/answers_squad_$$m.json -q || exit 1; done
-	$(BIN)/rag eval answers --dataset $(SHARED)/korquad1_dev/KorQuAD_v1.0_dev.json --part heldout --limit 60 \
-	  --model qwen2.5-1.5b --embedder e5-small --out eval/results/answers_korquad_qwen2.5-1.5b.json -q
+	    --model $$m --embedder minilm --no-rerank --out eval/results/answers_squad_$$m.json -q || exit 1; done
+	# with the trained reranker (make train-reranker), in both score spaces
+	if [ -d models/reranker ]; then \
+	  RAG_RERANK_SCORE_SPACE=probability $(BIN)/rag eval answers --dataset $(SHARED)/squad2_dev/dev-v2.0.json \
+	    --part heldout --limit 100 --model qwen2.5-1.5b --embedder minilm \
+	    --out eval/results/answers_squad_qwen2.5-1.5b_rerank.json -q && \
+	  RAG_RERANK_SCORE_SPACE=logit $(BIN)/rag eval answers --dataset $(SHARED)/squad2_dev/dev-v2.0.json \
+	    --part heldout --limit 100 --model qwen2.5-1.5b --embedder minilm \
+	    --out eval/results/answers_squad_qwen2.5-1.5b_rerank_logit.json -q; fi
+	$(BIN)/rag eval answers --dataset $(SHARED)/korquad1_dev/KorQuAD_v1.0_dev.json --part heldout --limit 30 \
+	  --model qwen2.5-1.5b --embedder e5-small --no-rerank --out eval/results/answers_korquad_qwen2.5-1.5b.json -q
 
 bench-api: install
 	$(MAKE) models LLM=qwen2.5-0.5b
