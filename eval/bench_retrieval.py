@@ -1,12 +1,13 @@
 """Retrieval latency on SciFact, medians on this machine: hybrid without rerank, and reranking.
 
     python -m eval.bench_retrieval [--index indexes/eval-scifact-minilm] [--queries 200]
-        [--reranker models/reranker]
+        [--reranker models/reranker] [--also models/reranker-l3 ...]
 
 Per query: BM25, query embedding, FAISS search, fusion, total; then, when a reranker exists,
 the cross-encoder over the fused top 30 at max length 256 and 128, float32, bfloat16 autocast and
 dynamic int8, interleaved per query (2 threads, PyTorch CPU). Speed does not depend on the weights: any
-CrossEncoder directory of the same architecture gives the same timings.
+CrossEncoder directory of the same architecture gives the same timings. ``--also DIR`` adds another
+(e.g. a distilled student with fewer layers) at both lengths in bfloat16 and int8, in the same interleaving.
 Writes eval/results/bench_retrieval.json and .md.
 """
 
@@ -35,6 +36,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--reranker", default="models/reranker")
     ap.add_argument("--rerank-queries", type=int, default=50)
+    ap.add_argument("--also", action="append", default=[], help="Another reranker directory to time alongside.")
     args = ap.parse_args()
     settings = Settings(_env_file=None)
     index = Index.open(args.index)
@@ -54,9 +56,10 @@ def main() -> None:
     lines = [f"| stage ({len(queries)} SciFact queries, {index.n_chunks:,} chunks) | p50 ms | p95 ms |", "|---|---:|---:|"]
     lines += [f"| {k} | {v['p50']:.2f} | {v['p95']:.2f} |" for k, v in result["hybrid_no_rerank_ms"].items()]
     if Path(args.reranker).exists():
-        variants = [(n, p) for n in (256, 128) for p in ("float32", "bfloat16", "int8")]
-        rerankers = {v: make_reranker(args.reranker, max_length=v[0], threads=settings.embed_threads,
-                                      precision=v[1])[0] for v in variants}
+        variants = [(args.reranker, n, p) for n in (256, 128) for p in ("float32", "bfloat16", "int8")]
+        variants += [(d, n, p) for d in args.also for n in (256, 128) for p in ("bfloat16", "int8")]
+        rerankers = {v: make_reranker(v[0], max_length=v[1], threads=settings.embed_threads,
+                                      precision=v[2])[0] for v in variants}
         times: dict = {v: [] for v in variants}
         for v, reranker in rerankers.items():  # warm-up
             HybridRetriever(index, emb, settings.model_copy(update={"rerank_top": 30}), reranker).search(
@@ -66,11 +69,13 @@ def main() -> None:
             for v, reranker in rerankers.items():
                 r = HybridRetriever(index, emb, settings.model_copy(update={"rerank_top": 30}), reranker)
                 times[v].append(r.search(q, rerank=True).timings_ms["rerank"])
-        for (max_len, precision), t in times.items():
+        for (model, max_len, precision), t in times.items():
             tag = "" if precision == "float32" else f"_{precision}"
-            key = f"rerank_top30_maxlen{max_len}{tag}_ms"
+            other = "" if model == args.reranker else f"_{Path(model).name}"
+            key = f"rerank_top30_maxlen{max_len}{tag}{other}_ms"
             result[key] = summarise(t)
-            lines.append(f"| rerank top 30, max length {max_len}, {precision} ({len(t)} queries) | "
+            who = "" if model == args.reranker else f"{model}, "
+            lines.append(f"| rerank top 30, {who}max length {max_len}, {precision} ({len(t)} queries) | "
                          f"{result[key]['p50']:.1f} | {result[key]['p95']:.1f} |")
     write_json(RESULTS / "bench_retrieval.json", result)
     (RESULTS / "bench_retrieval.md").write_text("\n".join(lines) + "\n")

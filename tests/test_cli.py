@@ -64,3 +64,7 @@ def test_errors_are_one_line_messages(tmp_path, corpus_dir):
     assert r.returncode == 2 and "PATHS" in r.stderr
     r = rag("ingest", corpus_dir, "--index", tmp_path / "ix", "-q", env={"RAG_EMBEDDER": "/no/such/model"})
     assert r.returncode == 1 and "cannot load embedder" in r.stderr and "Traceback" not in r.stderr
+    r = rag("train-reranker", "--out", tmp_path / "student", "--layers", "3", "--teacher", tmp_path / "no-teacher")
+    assert r.returncode == 2 and "no teacher model at" in r.stderr and "Traceback" not in r.stderr
+    r = rag("train-reranker", "--out", tmp_path / "student", "--layers", "0")
+    assert r.returncode == 2 and "--layers" in r.stderr

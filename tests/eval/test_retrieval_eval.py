@@ -108,3 +108,6 @@ def test_a_mode_overriding_rerank_precision_gets_its_own_reranker():
     assert bf16.precision == "bfloat16" and bf16 is not int8
     short = reranker_for(fp32, s.model_copy(update={"rerank_max_length": 128}))
     assert short.max_length == 128 and short.precision == "float32"
+    other = reranker_for(fp32, s, model="models/reranker-l3")  # @reranker=DIR: another model side by side
+    assert other.name == "models/reranker-l3" and other.max_length == 256
+    assert reranker_for(other, s, model="some/model") is fp32  # and back to the loaded one

@@ -131,3 +131,38 @@ def test_the_cross_encoder_satisfies_the_reranker_protocol():
     from rag.protocols import Reranker
 
     assert isinstance(CrossEncoderReranker("some/model"), Reranker)
+
+
+def test_a_distilled_student_keeps_fewer_layers_and_reloads(tiny_model, retriever, tmp_path):
+    """``layers`` + ``teacher``: the student starts from the teacher's own weights cut to 2 of its
+    6 layers, fits its logits next to the labels, and saves as a 2-layer model that reranks."""
+    from rag.training import Group
+
+    groups = [Group("What does k1 control in BM25?", "k1 controls term-frequency saturation.",
+                    ("HNSW builds a graph.", "Kiwi splits Korean."), "fixture"),
+              Group("How does HNSW search vectors?", "HNSW builds a navigable small-world graph.",
+                    ("k1 controls saturation.", "RRF adds reciprocal ranks."), "fixture")]
+    cfg = TrainConfig(base_model=str(tiny_model), max_length=32, batch_groups=2, epochs=1, lr=5e-5, threads=2,
+                      layers=2, teacher=str(tiny_model), teacher_max_length=64)
+    out = tmp_path / "student"
+    report = train_cross_encoder(groups, out, cfg, progress=False)
+    assert report.layers_kept == [0, 5] and report.teacher_seconds > 0
+    assert np.isfinite(report.losses).all()
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 2
+    student, status = make_reranker(str(out), max_length=64)
+    assert status.startswith("on")
+    scores = student.score("BM25 saturation", ["k1 controls saturation.", "FAISS stores vectors."])
+    assert scores.shape == (2,) and np.isfinite(scores).all()
+    assert len(student._model.model.base_model.encoder.layer) == 2
+
+
+def test_keeping_more_layers_than_the_model_has_is_a_config_error(tiny_model):
+    from sentence_transformers import CrossEncoder
+
+    from rag.errors import ConfigError
+    from rag.training import keep_layers
+
+    model = CrossEncoder(str(tiny_model), device="cpu").model
+    with pytest.raises(ConfigError, match="between 1 and 6"):
+        keep_layers(model, 7)
+    assert keep_layers(model, 3) == [0, 2, 5] and model.config.num_hidden_layers == 3
