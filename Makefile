@@ -68,10 +68,18 @@ clean:
 SHARED ?= ../shared/data
 EVAL   := $(BIN)/rag eval retrieval -q
 
-.PHONY: eval-retrieval eval-scifact eval-squad eval-korquad eval-rerank train-reranker bench-all
+.PHONY: eval-retrieval eval-scifact eval-squad eval-korquad eval-rerank eval-rerank-student train-reranker \
+	train-reranker-student bench-all
 
 train-reranker: install
 	$(BIN)/rag train-reranker --out models/reranker
+
+# A faster reranker: model C cut to 3 of its 6 layers and distilled from it at max length 128
+# (needs `make train-reranker` first; about 11 minutes). Use it with RAG_RERANKER=models/reranker-l3
+# RAG_RERANK_MAX_LENGTH=128 RAG_RERANK_TOP=30.
+STUDENT := --base-model models/reranker --teacher models/reranker --max-length 128
+train-reranker-student: install
+	$(BIN)/rag train-reranker --out models/reranker-l3 --layers 3 $(STUDENT)
 
 eval-scifact: install
 	$(EVAL) --dataset $(SHARED)/scifact --split train --part heldout --embedder minilm \
@@ -113,6 +121,24 @@ eval-rerank: install
 	  --embedder minilm --modes "hybrid,hybrid+rerank@rerank_score_space=probability,hybrid+rerank" \
 	  --out eval/results/squad_heldout_rerank_space.json
 
+# Session 5: the students and the teacher at max length 128 (README "A faster reranker"), ~45 min.
+eval-rerank-student: train-reranker-student
+	[ -d models/reranker-l3e2 ] || $(BIN)/rag train-reranker -q --out models/reranker-l3e2 --layers 3 --epochs 2 $(STUDENT)
+	[ -d models/reranker-l4 ] || $(BIN)/rag train-reranker -q --out models/reranker-l4 --layers 4 $(STUDENT)
+	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm \
+	  --modes "hybrid,hybrid+rerank,hybrid+rerank@rerank_top=30;rerank_max_length=128,hybrid+rerank@reranker=models/reranker-l3;rerank_max_length=128,hybrid+rerank@reranker=models/reranker-l3;rerank_max_length=128;rerank_top=30,hybrid+rerank@reranker=models/reranker-l3;rerank_top=30" \
+	  --out eval/results/scifact_dev_rerank_student.json
+	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm \
+	  --modes "hybrid,hybrid+rerank@reranker=models/reranker-l3e2;rerank_max_length=128;rerank_top=30,hybrid+rerank@reranker=models/reranker-l4;rerank_max_length=128;rerank_top=30,hybrid+rerank@reranker=models/reranker-l4;rerank_max_length=128" \
+	  --out eval/results/scifact_dev_rerank_student2.json
+	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm \
+	  --modes "hybrid+rerank@rerank_max_length=128,hybrid+rerank@rerank_max_length=128;rerank_top=20" \
+	  --out eval/results/scifact_dev_rerank_len128.json
+	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part heldout --embedder minilm \
+	  --modes "hybrid,hybrid+rerank,hybrid+rerank@rerank_max_length=128;rerank_top=30,hybrid+rerank@rerank_max_length=128;rerank_top=20,hybrid+rerank@reranker=models/reranker-l3;rerank_max_length=128;rerank_top=30" \
+	  --out eval/results/scifact_heldout_rerank_fast.json
+	$(BIN)/python -m eval.bench_retrieval --reranker models/reranker --also models/reranker-l3
+
 eval-korquad: install
 	$(EVAL) --korquad $(SHARED)/korquad1_dev/KorQuAD_v1.0_dev.json --part heldout --limit 1000 --embedder e5-small \
 	  --modes bm25,dense,hybrid-rrf,hybrid --out eval/results/korquad_e5.json
@@ -127,7 +153,7 @@ bench-all: install
 	$(BIN)/python -m eval.bench_bm25
 	$(BIN)/python -m eval.bench_memory
 	$(BIN)/python -m eval.bench_ingest
-	$(BIN)/python -m eval.bench_retrieval
+	$(BIN)/python -m eval.bench_retrieval $(if $(wildcard models/reranker-l3),--also models/reranker-l3)
 
 # --- answers (issue 4): gate calibration, answer quality per model, HTTP latency -------------
 .PHONY: calibrate-gate eval-answers bench-api
