@@ -137,6 +137,9 @@ eval-rerank-student: train-reranker-student
 	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part heldout --embedder minilm \
 	  --modes "hybrid,hybrid+rerank,hybrid+rerank@rerank_max_length=128;rerank_top=30,hybrid+rerank@rerank_max_length=128;rerank_top=20,hybrid+rerank@reranker=models/reranker-l3;rerank_max_length=128;rerank_top=30" \
 	  --out eval/results/scifact_heldout_rerank_fast.json
+	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part heldout --limit 300 \
+	  --embedder minilm --modes "hybrid,hybrid+rerank,hybrid+rerank@reranker=models/reranker-l3;rerank_max_length=128;rerank_top=30" \
+	  --out eval/results/squad_heldout_rerank_student.json
 	$(BIN)/python -m eval.bench_retrieval --reranker models/reranker --also models/reranker-l3
 
 eval-korquad: install
