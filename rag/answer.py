@@ -14,7 +14,16 @@ from typing import Any
 
 from rag.config import Settings
 from rag.generate import Generator, GenParams
-from rag.prompt import REFUSAL, build_messages, extract_citations, is_refusal, pack, repair_citations, support
+from rag.prompt import (
+    REFUSAL,
+    build_messages,
+    extract_citations,
+    few_shot_messages,
+    is_refusal,
+    pack,
+    repair_citations,
+    support,
+)
 from rag.retrieve import HybridRetriever
 from rag.types import Answer, Citation, Filters, Hit, SearchResult
 
@@ -96,7 +105,9 @@ class AnswerPipeline:
         messages: list[dict[str, str]] = []
         if gate.passed:
             question_copies = 2 if s.prompt_version == 2 else 1  # v2 repeats the question after the passages
-            budget = s.llm_context_tokens - s.max_tokens - PROMPT_OVERHEAD_TOKENS - \
+            examples = (sum(self.generator.count_tokens(m["content"]) + 8 for m in few_shot_messages(lang))
+                        if s.prompt_version == 3 else 0)  # v3's worked examples (+ chat-template tokens per turn)
+            budget = s.llm_context_tokens - s.max_tokens - PROMPT_OVERHEAD_TOKENS - examples - \
                 question_copies * self.generator.count_tokens(question)
             candidates = [(h.chunk.title, h.chunk.text) for h in result.hits[:k]]
             packed = pack(candidates, self.generator.count_tokens, max(budget, 64))

@@ -100,8 +100,9 @@ class Settings(BaseSettings):
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int | None = 0
     prompt_version: int = Field(
-        1, ge=1, le=2, description="1: passages then the question. 2: the question before and after the "
-        "passages and an explicit exact-match check before answering (rag.prompt.SYSTEM_PROMPT_V2; README).")
+        1, ge=1, le=3, description="1: passages then the question. 2: the question before and after the "
+        "passages and an explicit exact-match check before answering (rag.prompt.SYSTEM_PROMPT_V2; README). "
+        "3: version 1 plus three worked examples (one answered, two refused; rag.prompt.few_shot_messages).")
     context_passages: int = Field(5, ge=1, le=20, description="Passages offered to the LLM (best first).")
     citation_repair: bool = Field(
         True, description="Cite the passage holding most of the answer's own terms when the model cited none, or "

@@ -83,8 +83,10 @@ def test_korean_question_gets_the_korean_rules(pipeline):
     assert prep.hits[0].chunk.doc_id == "ko/bm25-ko.md"
 
 
-def test_context_budget_never_overflows(retriever, smollm2):
-    s = Settings(_env_file=None, llm_context_tokens=700, max_tokens=64, context_passages=10)
+@pytest.mark.parametrize("version, context", [(1, 700), (2, 700), (3, 1400)])  # v3's examples take ~500 tokens
+def test_context_budget_never_overflows(retriever, smollm2, version, context):
+    s = Settings(_env_file=None, llm_context_tokens=context, max_tokens=64, context_passages=10,
+                 prompt_version=version)
     prep = AnswerPipeline(retriever, smollm2, s).prepare("BM25 ranking parameters and dense retrieval with FAISS")
     used = sum(smollm2.count_tokens(m["content"]) for m in prep.messages) + 16  # chat template tokens
     assert used + s.max_tokens <= s.llm_context_tokens

@@ -71,3 +71,18 @@ def test_citation_repair_cites_the_passage_holding_the_answers_own_terms():
     assert repair_citations("Rudd.", [], [0, 1]) == ("Rudd.", [])                # one term is too weak
     assert repair_citations("Red lamp.", [], [2, 2]) == ("Red lamp [1].", [1])  # tie: the better rank
     assert add_citation("Alma Rudd", 1) == "Alma Rudd [1]"
+
+
+def test_prompt_v3_puts_worked_examples_before_the_real_question():
+    from rag.prompt import few_shot_messages
+
+    v3 = build_messages("What is k1?", [("t", "k1 controls saturation.")], "en", version=3)
+    v1 = build_messages("What is k1?", [("t", "k1 controls saturation.")], "en", version=1)
+    assert v3[0] == v1[0] and v3[-1] == v1[-1]  # same system prompt and real question as version 1
+    examples = v3[1:-1]
+    assert examples == few_shot_messages("en") and [m["role"] for m in examples] == ["user", "assistant"] * 3
+    answers = [m["content"] for m in examples if m["role"] == "assistant"]
+    assert answers[0].endswith("[1].") and answers[1:] == [REFUSAL["en"], REFUSAL["en"]]
+    ko = few_shot_messages("ko")
+    assert REFUSAL["ko"] in [m["content"] for m in ko] and "하로 다리" in ko[0]["content"]
+    assert few_shot_messages("fr") == few_shot_messages("en")
