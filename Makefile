@@ -122,16 +122,17 @@ eval-rerank: install
 	  --out eval/results/squad_heldout_rerank_space.json
 
 # Session 5: the students and the teacher at max length 128 (README "A faster reranker"), ~45 min.
+SCIFACT_DEV := RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm
 eval-rerank-student: train-reranker-student
 	[ -d models/reranker-l3e2 ] || $(BIN)/rag train-reranker -q --out models/reranker-l3e2 --layers 3 --epochs 2 $(STUDENT)
 	[ -d models/reranker-l4 ] || $(BIN)/rag train-reranker -q --out models/reranker-l4 --layers 4 $(STUDENT)
-	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm \
+	$(SCIFACT_DEV) \
 	  --modes "hybrid,hybrid+rerank,hybrid+rerank@rerank_top=30;rerank_max_length=128,hybrid+rerank@reranker=models/reranker-l3;rerank_max_length=128,hybrid+rerank@reranker=models/reranker-l3;rerank_max_length=128;rerank_top=30,hybrid+rerank@reranker=models/reranker-l3;rerank_top=30" \
 	  --out eval/results/scifact_dev_rerank_student.json
-	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm \
+	$(SCIFACT_DEV) \
 	  --modes "hybrid,hybrid+rerank@reranker=models/reranker-l3e2;rerank_max_length=128;rerank_top=30,hybrid+rerank@reranker=models/reranker-l4;rerank_max_length=128;rerank_top=30,hybrid+rerank@reranker=models/reranker-l4;rerank_max_length=128" \
 	  --out eval/results/scifact_dev_rerank_student2.json
-	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm \
+	$(SCIFACT_DEV) \
 	  --modes "hybrid+rerank@rerank_max_length=128,hybrid+rerank@rerank_max_length=128;rerank_top=20" \
 	  --out eval/results/scifact_dev_rerank_len128.json
 	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part heldout --embedder minilm \

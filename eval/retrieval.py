@@ -110,8 +110,8 @@ def evaluate_mode(retriever: HybridRetriever, data: RetrievalSet, spec: ModeSpec
     retriever.settings = s
     if spec.rerank and retriever.reranker is not None:
         # The mode's own model (@reranker=DIR) or the one the eval loaded (settings.reranker).
-        model = str(Path(s.reranker).expanduser()) if "reranker" in dict(spec.overrides) else None
-        retriever.reranker = reranker_for(retriever.reranker, s, model or _loaded_name(settings))
+        model = str(Path(s.reranker).expanduser()) if "reranker" in dict(spec.overrides) else _loaded_name(settings)
+        retriever.reranker = reranker_for(retriever.reranker, s, model)
     run: dict[str, dict[str, float]] = {}
     cand_run: dict[str, dict[str, float]] = {}
     stage_ms: dict[str, list[float]] = {}

@@ -82,6 +82,14 @@ class AnswerPipeline:
         self.retriever = retriever
         self.generator = generator
         self.settings = settings
+        self._example_tokens: dict[str, int] = {}  # prompt v3's worked examples, counted once per language
+
+    def _examples_cost(self, lang: str) -> int:
+        """Tokens taken by prompt version 3's worked examples (+ chat-template tokens per turn)."""
+        if lang not in self._example_tokens:
+            self._example_tokens[lang] = sum(self.generator.count_tokens(m["content"]) + 8
+                                             for m in few_shot_messages(lang))
+        return self._example_tokens[lang]
 
     def search_and_gate(self, question: str, k: int, filters: Filters | None = None
                         ) -> tuple[SearchResult, GateDecision]:
@@ -105,8 +113,7 @@ class AnswerPipeline:
         messages: list[dict[str, str]] = []
         if gate.passed:
             question_copies = 2 if s.prompt_version == 2 else 1  # v2 repeats the question after the passages
-            examples = (sum(self.generator.count_tokens(m["content"]) + 8 for m in few_shot_messages(lang))
-                        if s.prompt_version == 3 else 0)  # v3's worked examples (+ chat-template tokens per turn)
+            examples = self._examples_cost(lang) if s.prompt_version == 3 else 0
             budget = s.llm_context_tokens - s.max_tokens - PROMPT_OVERHEAD_TOKENS - examples - \
                 question_copies * self.generator.count_tokens(question)
             candidates = [(h.chunk.title, h.chunk.text) for h in result.hits[:k]]

@@ -16,7 +16,7 @@ that 'dev' (tuning) and 'heldout' (published figures) queries are never trained 
 
 A student (``layers`` + ``teacher``): a trained reranker cut to fewer layers and trained again on
 the same groups, fitting the full model's logits as well as the labels; it trades some ranking
-quality for reranking time (README, "A smaller reranker").
+quality for reranking time (README, "A faster reranker").
 """
 
 from __future__ import annotations
