@@ -213,7 +213,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         cancel = threading.Event()
         # Retrieval runs before the response starts, so that its errors are proper HTTP errors.
-        prepared = await run_in_threadpool(pipeline.prepare, req.question, req.top_k, filters)
+        prepared = await run_in_threadpool(pipeline.prepare, req.question, req.top_k, filters, params.max_tokens)
 
         async def events():
             it = pipeline.stream(req.question, req.top_k, filters, params, cancel, prepared=prepared)

@@ -25,7 +25,7 @@ def apply_overrides(settings, pairs: list[str]):
     (an unknown key or a bad value is a ConfigError naming it)."""
     from pydantic import ValidationError
 
-    from rag.config import Settings
+    from rag.config import Settings, settings_error
     from rag.errors import ConfigError
 
     update = {}
@@ -38,7 +38,7 @@ def apply_overrides(settings, pairs: list[str]):
     try:
         return Settings.model_validate({**settings.model_dump(), **update})
     except ValidationError as exc:
-        raise ConfigError(f"invalid --set value: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from exc
+        raise ConfigError(f"--set: {settings_error(exc)}") from None
 
 
 def build_index(data, index_dir: Path, settings, progress: bool = True):

@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag.config import Settings
+from rag.errors import InvalidRequestError
 from rag.generate import Generator, GenParams
 from rag.prompt import (
+    MIN_PASSAGE_TOKENS,
+    PROMPT_OVERHEAD_TOKENS,
     REFUSAL,
     build_messages,
     extract_citations,
@@ -26,9 +29,6 @@ from rag.prompt import (
 )
 from rag.retrieve import HybridRetriever
 from rag.types import Answer, Citation, Filters, Hit, SearchResult
-
-# The share of the context window kept for the system prompt, the question and the answer.
-PROMPT_OVERHEAD_TOKENS = 400
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,13 @@ class AnswerPipeline:
         ratio = (top_bm25 / ceiling) if top_bm25 is not None and ceiling > 0 else None
         return result, retrieval_gate(result, ratio, self.settings, self.retriever.embedder.name)
 
-    def prepare(self, question: str, top_k: int | None = None, filters: Filters | None = None) -> Prepared:
+    def prepare(self, question: str, top_k: int | None = None, filters: Filters | None = None,
+                max_tokens: int | None = None) -> Prepared:
+        """Retrieve, gate and build the prompt. The passages fill what the context window leaves after
+        the prompt, the question and ``max_tokens`` for the answer (default: the setting); a question
+        and ``max_tokens`` that leave no room for one passage are an InvalidRequestError."""
         s = self.settings
+        reserve = s.max_tokens if max_tokens is None else max_tokens
         k = top_k or s.context_passages
         t = time.perf_counter()
         result, gate = self.search_and_gate(question, k, filters)
@@ -114,10 +119,15 @@ class AnswerPipeline:
         if gate.passed:
             question_copies = 2 if s.prompt_version == 2 else 1  # v2 repeats the question after the passages
             examples = self._examples_cost(lang) if s.prompt_version == 3 else 0
-            budget = s.llm_context_tokens - s.max_tokens - PROMPT_OVERHEAD_TOKENS - examples - \
-                question_copies * self.generator.count_tokens(question)
+            q_tokens = self.generator.count_tokens(question)
+            budget = s.llm_context_tokens - reserve - PROMPT_OVERHEAD_TOKENS - examples - question_copies * q_tokens
+            if budget < MIN_PASSAGE_TOKENS:
+                raise InvalidRequestError(
+                    f"the question ({q_tokens} tokens) and max_tokens ({reserve}) leave {max(budget, 0)} tokens of "
+                    f"the model's {s.llm_context_tokens}-token context for passages (at least {MIN_PASSAGE_TOKENS} "
+                    "needed): shorten the question or lower max_tokens")
             candidates = [(h.chunk.title, h.chunk.text) for h in result.hits[:k]]
-            packed = pack(candidates, self.generator.count_tokens, max(budget, 64))
+            packed = pack(candidates, self.generator.count_tokens, budget)
             hits = list(result.hits[: len(packed)])
             messages = build_messages(question, packed, lang, self.settings.prompt_version)
         timings["prepare"] = (time.perf_counter() - t) * 1000
@@ -130,7 +140,7 @@ class AnswerPipeline:
 
         Setting ``cancel`` (a client went away) stops generation at the next token."""
         t0 = time.perf_counter()
-        prep = prepared or self.prepare(question, top_k, filters)
+        prep = prepared or self.prepare(question, top_k, filters, params.max_tokens if params else None)
         timings = {"retrieve": round(prep.timings["retrieve"], 2), "rerank": round(prep.timings["rerank"], 2)}
         if not prep.gate.passed:
             timings.update(generate=0.0, total=round((time.perf_counter() - t0) * 1000, 2))

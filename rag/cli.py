@@ -27,6 +27,15 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 out = Console()
 
 
+@app.callback()
+def _check_settings() -> None:
+    """Settings are read before any command, so a bad RAG_* value is one clear line (exit 1)."""
+    try:
+        get_settings()
+    except RagError as exc:
+        _fail(exc)
+
+
 def _register_subcommands() -> None:
     from eval.cli import app as eval_app
 

@@ -10,8 +10,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rag.errors import ConfigError
+from rag.prompt import EXAMPLES_TOKENS_BOUND, MIN_PASSAGE_TOKENS, PROMPT_OVERHEAD_TOKENS
 
 
 class Settings(BaseSettings):
@@ -140,8 +143,35 @@ class Settings(BaseSettings):
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are skipped.")
     keep_versions: int = Field(2, ge=1, description="Index versions kept on disk after a commit.")
 
+    @model_validator(mode="after")
+    def _context_fits(self) -> Settings:
+        """The context window must hold the prompt, the answer and at least one passage; otherwise every
+        /ask would overflow the model (caught here, at start-up, rather than per request)."""
+        examples = EXAMPLES_TOKENS_BOUND if self.prompt_version == 3 else 0
+        need = self.max_tokens + PROMPT_OVERHEAD_TOKENS + MIN_PASSAGE_TOKENS + examples
+        if self.llm_context_tokens < need:
+            raise ValueError(
+                f"RAG_LLM_CONTEXT_TOKENS={self.llm_context_tokens} is too small: RAG_MAX_TOKENS ({self.max_tokens}) + "
+                f"the prompt ({PROMPT_OVERHEAD_TOKENS}) + one passage ({MIN_PASSAGE_TOKENS})"
+                + (f" + prompt version 3's examples ({examples})" if examples else "") + f" need {need}")
+        return self
+
 
 @lru_cache
 def get_settings() -> Settings:
-    """Process-wide settings (cached: environment is read once)."""
-    return Settings()
+    """Process-wide settings (cached: environment is read once). An invalid value is a ConfigError
+    naming the environment variable, not a validation traceback."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(settings_error(exc)) from None
+
+
+def settings_error(exc: ValidationError) -> str:
+    """One line per invalid setting, by its environment variable name."""
+    lines = []
+    for e in exc.errors():
+        name = "RAG_" + str(e["loc"][0]).upper() if e["loc"] else ""
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{name}: {msg}" if name else msg)
+    return "invalid settings: " + "; ".join(lines)

@@ -11,6 +11,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
+# Context budget (tokens). The system prompt and chat template take under 250 tokens with every
+# prompt version (Qwen2.5 tokenizer: v1 129-145, v2 168-184 + the template); the rest is headroom.
+PROMPT_OVERHEAD_TOKENS = 400
+# Below this, not even one passage fits: a request that leaves less is refused with a clear error.
+MIN_PASSAGE_TOKENS = 128
+# Prompt version 3's worked examples (574 tokens in English, 727 in Korean with Qwen2.5; other
+# tokenizers differ, hence the margin). The exact count is subtracted per request.
+EXAMPLES_TOKENS_BOUND = 1000
+
 REFUSAL = {"en": "I don't know based on the provided documents.",
            "ko": "제공된 문서에서 답을 찾을 수 없습니다."}
 

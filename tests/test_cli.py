@@ -66,5 +66,9 @@ def test_errors_are_one_line_messages(tmp_path, corpus_dir):
     assert r.returncode == 1 and "cannot load embedder" in r.stderr and "Traceback" not in r.stderr
     r = rag("train-reranker", "--out", tmp_path / "student", "--layers", "3", "--teacher", tmp_path / "no-teacher")
     assert r.returncode == 2 and "no teacher model at" in r.stderr and "Traceback" not in r.stderr
+    r = rag("info", env={"RAG_LLM_CONTEXT_TOKENS": "1024", "RAG_MAX_TOKENS": "600"})
+    assert r.returncode == 1 and "RAG_LLM_CONTEXT_TOKENS=1024 is too small" in r.stderr and "Traceback" not in r.stderr
+    r = rag("info", env={"RAG_TOP_K": "many"})
+    assert r.returncode == 1 and "RAG_TOP_K" in r.stderr and "Traceback" not in r.stderr
     r = rag("train-reranker", "--out", tmp_path / "student", "--layers", "0")
     assert r.returncode == 2 and "--layers" in r.stderr

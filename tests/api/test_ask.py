@@ -72,6 +72,15 @@ def test_invalid_questions_are_422(client, payload):
     assert r.status_code == 422 and r.json()["error"] == "invalid request"
 
 
+def test_max_tokens_leaving_no_room_for_passages_is_422(client):
+    r = client.post("/ask", json={"question": "What does the parameter k1 control in BM25?", "max_tokens": 1600})
+    assert r.status_code == 422 and "lower max_tokens" in r.json()["detail"]
+    # the streaming path checks before the response starts, so it is a plain 422 too
+    r = client.post("/ask", json={"question": "What does the parameter k1 control in BM25?", "max_tokens": 1600,
+                                  "stream": True})
+    assert r.status_code == 422
+
+
 def test_unavailable_llm_is_503_and_search_still_works(index_dir):
     settings = Settings(_env_file=None, index_dir=index_dir, llm_model="/no/such/model.gguf", reranker="none")
     with TestClient(create_app(settings)) as c:

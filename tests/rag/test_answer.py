@@ -8,6 +8,7 @@ import pytest
 from ingest.pipeline import ingest
 from rag.answer import AnswerPipeline
 from rag.config import Settings
+from rag.errors import InvalidRequestError
 from rag.generate import GenParams
 from rag.index import Index
 from rag.prompt import REFUSAL
@@ -83,7 +84,8 @@ def test_korean_question_gets_the_korean_rules(pipeline):
     assert prep.hits[0].chunk.doc_id == "ko/bm25-ko.md"
 
 
-@pytest.mark.parametrize("version, context", [(1, 700), (2, 700), (3, 1400)])  # v3's examples take ~500 tokens
+# Small contexts, near the smallest the settings accept (v3 reserves room for its worked examples).
+@pytest.mark.parametrize("version, context", [(1, 700), (2, 700), (3, 1700)])
 def test_context_budget_never_overflows(retriever, smollm2, version, context):
     s = Settings(_env_file=None, llm_context_tokens=context, max_tokens=64, context_passages=10,
                  prompt_version=version)
@@ -91,6 +93,17 @@ def test_context_budget_never_overflows(retriever, smollm2, version, context):
     used = sum(smollm2.count_tokens(m["content"]) for m in prep.messages) + 16  # chat template tokens
     assert used + s.max_tokens <= s.llm_context_tokens
     assert 1 <= len(prep.hits) < 10
+
+
+def test_answer_length_is_reserved_and_a_request_leaving_no_room_is_refused(retriever, smollm2):
+    pipe = AnswerPipeline(retriever, smollm2, Settings(_env_file=None, llm_context_tokens=1200, max_tokens=64,
+                                                       context_passages=10))
+    question = "BM25 ranking parameters and dense retrieval with FAISS"
+    default, long_answer = pipe.prepare(question), pipe.prepare(question, max_tokens=500)
+    used = sum(smollm2.count_tokens(m["content"]) for m in long_answer.messages) + 16
+    assert used + 500 <= 1200 and len(long_answer.hits) < len(default.hits)
+    with pytest.raises(InvalidRequestError, match="shorten the question or lower max_tokens"):
+        pipe.prepare(question, max_tokens=700)
 
 
 class ScriptedLLM:
