@@ -185,6 +185,7 @@ class Record:
     total_ms: float | None = None
     tokens: int = 0
     gate: dict[str, float | None] = field(default_factory=dict)
+    agreement: float | None = None  # self-consistency (RAG_CONSISTENCY_SAMPLES) of an answer the model gave
     question: str | None = None
     answer: str | None = None
     golds: list[str] | None = None
@@ -196,12 +197,25 @@ def with_rerank_gate(records: Sequence[Record], threshold: float) -> list[Record
 
     Exact for an eval run made with the gate off (greedy decoding: every other answer is
     unchanged), so one LLM run prices every threshold (``python -m eval.sweep_rerank_gate``)."""
+    return refuse_below(records, lambda r: (r.gate or {}).get("rerank_max"), threshold, "gate")
+
+
+def with_min_agreement(records: Sequence[Record], threshold: float) -> list[Record]:
+    """The records as they would be with ``consistency_min_agreement = threshold``: an answer whose
+    recorded self-consistency is below it is refused instead (exact for a run made at 0: the
+    greedy answer and the samples do not depend on the threshold)."""
+    return refuse_below(records, lambda r: r.agreement, threshold, "model")
+
+
+def refuse_below(records: Sequence[Record], score: Callable[[Record], float | None], threshold: float,
+                 by: str) -> list[Record]:
+    """``records`` with every not-yet-refused question whose ``score`` is below ``threshold`` refused."""
     out = []
     for r in records:
-        score = (r.gate or {}).get("rerank_max")
-        if r.refused_by != "gate" and score is not None and score < threshold:
-            r = Record(r.qid, r.impossible, True, "gate", r.gold_in_context, [], r.gold_doc, gate=r.gate,
-                       question=r.question, golds=r.golds)
+        value = score(r)
+        if not r.refused and value is not None and value < threshold:
+            r = Record(r.qid, r.impossible, True, by, r.gold_in_context, [], r.gold_doc, gate=r.gate,
+                       agreement=r.agreement, question=r.question, golds=r.golds)
         out.append(r)
     return out
 
@@ -278,6 +292,7 @@ def ask_all(pipeline: Any, items: Sequence[QAItem], keep_text: bool, progress: b
                      ttft_ms=t.get("ttft"), generate_ms=t.get("generate") or None, total_ms=t.get("total"),
                      tokens=answer.tokens, gate={k: (round(v, 4) if v is not None else None)
                                                  for k, v in prep.gate.signals.items()})
+        rec.agreement = answer.agreement
         if not item.impossible and not answer.refused:
             text = strip_citations(answer.text)
             rec.em = best_over_golds(exact_match, text, item.answers, q_lang)

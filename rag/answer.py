@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rag.config import Settings
@@ -19,6 +19,7 @@ from rag.prompt import (
     MIN_PASSAGE_TOKENS,
     PROMPT_OVERHEAD_TOKENS,
     REFUSAL,
+    agreement,
     build_messages,
     extract_citations,
     few_shot_messages,
@@ -172,6 +173,20 @@ class AnswerPipeline:
                                    refusal_reason="the passages do not hold the answer (model)",
                                    timings_ms=timings, model=self.generator.name, tokens=n_tokens)
             return
+        agree = None
+        if self.settings.consistency_samples:
+            t_check = time.perf_counter()
+            agree = self._agreement(question, raw, prep.messages, params, cancel)
+            if agree is None:  # cancelled
+                return
+            timings.update(consistency=round((time.perf_counter() - t_check) * 1000, 2),
+                           total=round((time.perf_counter() - t0) * 1000, 2))
+            if agree < self.settings.consistency_min_agreement:
+                yield "answer", Answer(text=REFUSAL.get(prep.lang, REFUSAL["en"]), refused=True,
+                                       refusal_reason=f"sampled answers disagree (agreement {agree:.2f})",
+                                       timings_ms=timings, model=self.generator.name, tokens=n_tokens,
+                                       agreement=round(agree, 4))
+                return
         text, cited = extract_citations(raw, len(prep.hits))
         if prep.hits and self.settings.citation_repair:
             tok = self.retriever.index.tokenizer
@@ -179,7 +194,28 @@ class AnswerPipeline:
             text, cited = repair_citations(text, cited, overlaps)
         citations = tuple(Citation(n, prep.hits[n - 1]) for n in cited)
         yield "answer", Answer(text=text, refused=False, citations=citations, timings_ms=timings,
-                               model=self.generator.name, tokens=n_tokens)
+                               model=self.generator.name, tokens=n_tokens,
+                               agreement=None if agree is None else round(agree, 4))
+
+    def _agreement(self, question: str, answer: str, messages: list[dict[str, str]], params: GenParams,
+                   cancel: threading.Event | None) -> float | None:
+        """Draw ``consistency_samples`` answers at a higher temperature (distinct seeds) and score
+        how far they agree with ``answer``; None when ``cancel`` was set meanwhile."""
+        s = self.settings
+        samples = []
+        for i in range(s.consistency_samples):
+            sample_params = replace(params, temperature=s.consistency_temperature,
+                                    seed=(params.seed or 0) + 1 + i, max_tokens=min(params.max_tokens, 96))
+            parts = []
+            deltas = self.generator.stream(messages, sample_params)
+            for delta in deltas:
+                if cancel is not None and cancel.is_set():
+                    deltas.close()
+                    return None
+                parts.append(delta)
+            samples.append("".join(parts).strip())
+        tok = self.retriever.index.tokenizer
+        return agreement(answer, samples, tok(question), tok)
 
     def answer(self, question: str, top_k: int | None = None, filters: Filters | None = None,
                params: GenParams | None = None) -> Answer:

@@ -107,6 +107,13 @@ class Settings(BaseSettings):
         "passages and an explicit exact-match check before answering (rag.prompt.SYSTEM_PROMPT_V2; README). "
         "3: version 1 plus three worked examples (one answered, two refused; rag.prompt.few_shot_messages).")
     context_passages: int = Field(5, ge=1, le=20, description="Passages offered to the LLM (best first).")
+    consistency_samples: int = Field(
+        0, ge=0, le=10, description="Self-consistency check (experiment, off by default): after an answer, draw "
+        "this many more at consistency_temperature and refuse when they agree with it less than "
+        "consistency_min_agreement (rag.prompt.agreement; the prompt is evaluated once, samples reuse it).")
+    consistency_temperature: float = Field(0.8, gt=0, le=2)
+    consistency_min_agreement: float = Field(
+        0.0, ge=0, le=1, description="0 records the agreement (Answer.agreement) without ever refusing on it.")
     citation_repair: bool = Field(
         True, description="Cite the passage holding most of the answer's own terms when the model cited none, or "
         "when it holds over twice as many as every passage the model cited (rag.prompt.repair_citations).")

@@ -190,6 +190,34 @@ def support(answer: str, question_terms: Sequence[str], passage_terms: Sequence[
     return [len(new_terms & set(terms)) for terms in passage_terms]
 
 
+def agreement(answer: str, others: Sequence[str], question_terms: Sequence[str],
+              tokenize: Callable[[str], Sequence[str]]) -> float:
+    """Self-consistency: how far sampled answers ``others`` agree with ``answer``, 0..1.
+
+    Each sample scores the F1 of its own terms against the answer's (terms the question already
+    holds and citation markers left out, as in :func:`support`: a sentence that restates the
+    question agrees with anything); a refusal scores 0. The mean over samples is returned."""
+    if not others:
+        return 1.0
+
+    def own(text: str) -> set[str]:
+        return set(tokenize(_CITE.sub(" ", text))) - set(question_terms)
+
+    ref = own(answer)
+    scores = []
+    for other in others:
+        if is_refusal(other):
+            scores.append(0.0)
+            continue
+        terms = own(other)
+        if not ref and not terms:
+            scores.append(1.0)
+            continue
+        common = len(ref & terms)
+        scores.append(0.0 if not common else 2 * common / (len(ref) + len(terms)))
+    return sum(scores) / len(scores)
+
+
 def repair_citations(answer: str, cited: Sequence[int], overlaps: Sequence[int], min_overlap: int = 2
                      ) -> tuple[str, list[int]]:
     """Cite the passage that supports an answer when the model cited nothing or only passages

@@ -85,6 +85,7 @@ class Answer:
     timings_ms: dict[str, float] = field(default_factory=dict, hash=False, compare=False)
     model: str = ""
     tokens: int = 0  # generated tokens (0 when the gate refused before calling the LLM)
+    agreement: float | None = None  # self-consistency of sampled answers (RAG_CONSISTENCY_SAMPLES), else None
 
 
 @dataclass(frozen=True)

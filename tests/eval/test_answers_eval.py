@@ -141,6 +141,17 @@ def test_rerank_gate_simulation_refuses_below_the_threshold_only():
     assert summarize(with_rerank_gate(recs, -5.0), [])["false_refusal"] == 0.0
 
 
+def test_min_agreement_simulation_refuses_low_agreement_answers_only():
+    from eval.answers import with_min_agreement
+
+    recs = [Record("a", False, False, None, True, ["d1"], "d1", contains=True, agreement=0.9),
+            Record("b", True, False, None, True, ["d2"], "d2", agreement=0.2),
+            Record("c", True, True, "model", True, [], "d3", agreement=None)]
+    out = with_min_agreement(recs, 0.5)
+    assert [(r.refused, r.refused_by) for r in out] == [(False, None), (True, "model"), (True, "model")]
+    assert out[1].agreement == 0.2 and summarize(out, [])["unanswerable_refused"] == 1.0
+
+
 def test_roc_auc_by_hand():
     from eval.probe_answerability import roc_auc
 

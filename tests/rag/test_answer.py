@@ -218,3 +218,39 @@ def test_retrieval_gate_bm25_threshold_per_query_language(lang, bm25_ratio, pass
     assert retrieval_gate(result, bm25_ratio, s, "minilm").passed is passed
     # The threshold belongs to one embedder's index: another index keeps gate_bm25.
     assert retrieval_gate(result, bm25_ratio, s, "e5-small").passed is (bm25_ratio >= 0.39)
+
+
+class SampledLLM(ScriptedLLM):
+    """Replays one reply per call: the first is the greedy answer, the rest are the samples."""
+
+    def __init__(self, replies, counter):
+        super().__init__([], counter)
+        self.replies, self.params = list(replies), []
+
+    def stream(self, messages, params):
+        self.params.append(params)
+        yield self.replies[len(self.params) - 1]
+
+
+@pytest.mark.parametrize("samples, refused", [
+    (["It sets term-frequency saturation [1].", "Term-frequency saturation [2]."], False),
+    (["It sets document length normalisation [1].", "I don't know based on the provided documents."], True)])
+def test_self_consistency_refuses_when_samples_disagree(retriever, smollm2, samples, refused):
+    llm = SampledLLM(["k1 controls term-frequency saturation [1].", *samples], smollm2.count_tokens)
+    pipe = AnswerPipeline(retriever, llm, Settings(_env_file=None, llm_context_tokens=2048, max_tokens=48,
+                                                   consistency_samples=2, consistency_min_agreement=0.5))
+    answer = pipe.answer("What does the parameter k1 control in BM25?")
+    assert answer.refused is refused and answer.timings_ms["consistency"] >= 0
+    assert [p.temperature for p in llm.params] == [0.0, 0.8, 0.8] and len({p.seed for p in llm.params}) == 3
+    if refused:
+        assert answer.citations == () and "disagree" in answer.refusal_reason and answer.agreement < 0.5
+    else:
+        assert answer.citations and answer.agreement > 0.5
+
+
+def test_self_consistency_samples_from_the_real_model(retriever, smollm2):
+    pipe = AnswerPipeline(retriever, smollm2, Settings(_env_file=None, llm_context_tokens=2048, max_tokens=24,
+                                                       consistency_samples=2))
+    answer = pipe.answer("What does the parameter k1 control in BM25?")
+    if not answer.refused:  # min agreement 0: recorded, never refused on
+        assert 0.0 <= answer.agreement <= 1.0 and answer.timings_ms["consistency"] > 0

@@ -1,4 +1,14 @@
-from rag.prompt import REFUSAL, build_messages, extract_citations, format_passages, is_refusal, pack
+import pytest
+
+from rag.prompt import (
+    REFUSAL,
+    agreement,
+    build_messages,
+    extract_citations,
+    format_passages,
+    is_refusal,
+    pack,
+)
 
 
 def test_passages_are_numbered_and_delimited_and_cannot_escape():
@@ -86,3 +96,14 @@ def test_prompt_v3_puts_worked_examples_before_the_real_question():
     ko = few_shot_messages("ko")
     assert REFUSAL["ko"] in [m["content"] for m in ko] and "하로 다리" in ko[0]["content"]
     assert few_shot_messages("fr") == few_shot_messages("en")
+
+
+def test_agreement_by_hand():
+    tok = lambda t: [w.strip(".[]0123456789").lower() for w in t.split() if w.strip(".[]0123456789")]  # noqa: E731
+    q = tok("who proposed okapi")
+    # own terms: answer {robertson, walker}; sample 1 {robertson} -> F1 2*1/(2+1); sample 2 refusal -> 0
+    assert agreement("Robertson Walker [1].", ["Okapi Robertson [2].", "I don't know based on the provided documents."],
+                     q, tok) == pytest.approx((2 / 3 + 0) / 2)
+    assert agreement("Robertson [1].", ["robertson."], q, tok) == 1.0
+    assert agreement("Okapi [1].", ["okapi"], q, tok) == 1.0  # both only restate the question
+    assert agreement("Robertson.", [], q, tok) == 1.0
