@@ -187,6 +187,7 @@ class Record:
     gate: dict[str, float | None] = field(default_factory=dict)
     agreement: float | None = None  # self-consistency (RAG_CONSISTENCY_SAMPLES) of an answer the model gave
     question: str | None = None
+    samples: list[str] | None = None
     answer: str | None = None
     golds: list[str] | None = None
 
@@ -215,7 +216,7 @@ def refuse_below(records: Sequence[Record], score: Callable[[Record], float | No
         value = score(r)
         if not r.refused and value is not None and value < threshold:
             r = Record(r.qid, r.impossible, True, by, r.gold_in_context, [], r.gold_doc, gate=r.gate,
-                       agreement=r.agreement, question=r.question, golds=r.golds)
+                       agreement=r.agreement, question=r.question, golds=r.golds, samples=r.samples)
         out.append(r)
     return out
 
@@ -302,6 +303,7 @@ def ask_all(pipeline: Any, items: Sequence[QAItem], keep_text: bool, progress: b
             bleu_pairs.append((text, item.answers))
         if keep_text:
             rec.question, rec.answer, rec.golds = item.question, answer.text, list(item.answers)
+            rec.samples = list(answer.samples) or None
         records.append(rec)
         done = [r for r in records if not r.impossible and not r.refused]
         bar.set_postfix(refused=sum(r.refused for r in records),

@@ -173,19 +173,20 @@ class AnswerPipeline:
                                    refusal_reason="the passages do not hold the answer (model)",
                                    timings_ms=timings, model=self.generator.name, tokens=n_tokens)
             return
-        agree = None
+        agree, samples = None, ()
         if self.settings.consistency_samples:
             t_check = time.perf_counter()
-            agree = self._agreement(question, raw, prep.messages, params, cancel)
-            if agree is None:  # cancelled
+            checked = self._agreement(question, raw, prep.messages, params, cancel)
+            if checked is None:  # cancelled
                 return
+            agree, samples = checked
             timings.update(consistency=round((time.perf_counter() - t_check) * 1000, 2),
                            total=round((time.perf_counter() - t0) * 1000, 2))
             if agree < self.settings.consistency_min_agreement:
                 yield "answer", Answer(text=REFUSAL.get(prep.lang, REFUSAL["en"]), refused=True,
                                        refusal_reason=f"sampled answers disagree (agreement {agree:.2f})",
                                        timings_ms=timings, model=self.generator.name, tokens=n_tokens,
-                                       agreement=round(agree, 4))
+                                       agreement=round(agree, 4), samples=samples)
                 return
         text, cited = extract_citations(raw, len(prep.hits))
         if prep.hits and self.settings.citation_repair:
@@ -195,17 +196,19 @@ class AnswerPipeline:
         citations = tuple(Citation(n, prep.hits[n - 1]) for n in cited)
         yield "answer", Answer(text=text, refused=False, citations=citations, timings_ms=timings,
                                model=self.generator.name, tokens=n_tokens,
-                               agreement=None if agree is None else round(agree, 4))
+                               agreement=None if agree is None else round(agree, 4), samples=samples)
 
     def _agreement(self, question: str, answer: str, messages: list[dict[str, str]], params: GenParams,
-                   cancel: threading.Event | None) -> float | None:
-        """Draw ``consistency_samples`` answers at a higher temperature (distinct seeds) and score
-        how far they agree with ``answer``; None when ``cancel`` was set meanwhile."""
+                   cancel: threading.Event | None) -> tuple[float, tuple[str, ...]] | None:
+        """Draw ``consistency_samples`` short answers (48 tokens: the first sentence is compared) at a
+        higher temperature, distinct seeds, and score how far they agree with ``answer``. The prompt
+        is the one just evaluated, so llama.cpp reuses its cache: each sample costs its tokens only.
+        None when ``cancel`` was set meanwhile."""
         s = self.settings
         samples = []
         for i in range(s.consistency_samples):
             sample_params = replace(params, temperature=s.consistency_temperature,
-                                    seed=(params.seed or 0) + 1 + i, max_tokens=min(params.max_tokens, 96))
+                                    seed=(params.seed or 0) + 1 + i, max_tokens=min(params.max_tokens, 48))
             parts = []
             deltas = self.generator.stream(messages, sample_params)
             for delta in deltas:
@@ -215,7 +218,7 @@ class AnswerPipeline:
                 parts.append(delta)
             samples.append("".join(parts).strip())
         tok = self.retriever.index.tokenizer
-        return agreement(answer, samples, tok(question), tok)
+        return agreement(answer, samples, tok(question), tok), tuple(samples)
 
     def answer(self, question: str, top_k: int | None = None, filters: Filters | None = None,
                params: GenParams | None = None) -> Answer:

@@ -194,14 +194,17 @@ def agreement(answer: str, others: Sequence[str], question_terms: Sequence[str],
               tokenize: Callable[[str], Sequence[str]]) -> float:
     """Self-consistency: how far sampled answers ``others`` agree with ``answer``, 0..1.
 
-    Each sample scores the F1 of its own terms against the answer's (terms the question already
-    holds and citation markers left out, as in :func:`support`: a sentence that restates the
-    question agrees with anything); a refusal scores 0. The mean over samples is returned."""
+    Each sample scores the F1 of its first sentence's own terms against the answer's first
+    sentence's (terms the question already holds and citation markers left out, as in
+    :func:`support`: a sentence that restates the question agrees with anything; the first
+    sentence carries a short answer, what follows is elaboration); a refusal scores 0. The mean
+    over samples is returned."""
     if not others:
         return 1.0
 
     def own(text: str) -> set[str]:
-        return set(tokenize(_CITE.sub(" ", text))) - set(question_terms)
+        head = re.split(r"(?<=[.!?。])\s", text.strip(), maxsplit=1)[0]
+        return set(tokenize(_CITE.sub(" ", head))) - set(question_terms)
 
     ref = own(answer)
     scores = []

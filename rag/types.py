@@ -86,6 +86,7 @@ class Answer:
     model: str = ""
     tokens: int = 0  # generated tokens (0 when the gate refused before calling the LLM)
     agreement: float | None = None  # self-consistency of sampled answers (RAG_CONSISTENCY_SAMPLES), else None
+    samples: tuple[str, ...] = field(default=(), hash=False, compare=False)  # the sampled answers behind it
 
 
 @dataclass(frozen=True)

@@ -242,6 +242,7 @@ def test_self_consistency_refuses_when_samples_disagree(retriever, smollm2, samp
     answer = pipe.answer("What does the parameter k1 control in BM25?")
     assert answer.refused is refused and answer.timings_ms["consistency"] >= 0
     assert [p.temperature for p in llm.params] == [0.0, 0.8, 0.8] and len({p.seed for p in llm.params}) == 3
+    assert answer.samples == tuple(samples) and all(p.max_tokens <= 48 for p in llm.params[1:])
     if refused:
         assert answer.citations == () and "disagree" in answer.refusal_reason and answer.agreement < 0.5
     else:
