@@ -6,6 +6,8 @@ each candidate signal is scored by its ROC AUC, answerable (positive) vs unanswe
 
 * the gate's signals recorded per question: best dense cosine, BM25 ratio, best cross-encoder score;
 * lexical coverage: the share of the question's BM25 terms found in the cited passage;
+* self-consistency, when the run recorded it (``--set consistency_samples=N``): how far answers
+  sampled at a higher temperature agree with the greedy one (``rag.prompt.agreement``);
 * ``--llm``: the local LLM as a verifier, P(yes) to "Can this exact question be answered from the
   passage alone?" given the cited passage (first-token probabilities of yes/no).
 
@@ -94,6 +96,7 @@ def main() -> None:
         q_terms = set(tok(r["question"]))
         p_terms = set(tok(" ".join(docs[c].title + " " + docs[c].text for c in r["cited_docs"])))
         add("question_coverage", r["impossible"], len(q_terms & p_terms) / max(1, len(q_terms)))
+        add("agreement", r["impossible"], r.get("agreement"))
         if llm is not None:
             add("llm_p_yes", r["impossible"], p_yes(llm, format_passages([(doc.title, doc.text)]), r["question"]))
     lines = [f"# Answerability signals on answered questions: {args.report.name}", "",
