@@ -110,7 +110,8 @@ class Settings(BaseSettings):
     consistency_samples: int = Field(
         0, ge=0, le=10, description="Self-consistency check (experiment, off by default): after an answer, draw "
         "this many more at consistency_temperature and refuse when they agree with it less than "
-        "consistency_min_agreement (rag.prompt.agreement; the prompt is evaluated once, samples reuse it).")
+        "consistency_min_agreement (rag.prompt.agreement; the prompt is evaluated once, samples reuse it). "
+        "With streaming, the greedy answer's deltas are sent first and the final event may still refuse.")
     consistency_temperature: float = Field(0.8, gt=0, le=2)
     consistency_min_agreement: float = Field(
         0.0, ge=0, le=1, description="0 records the agreement (Answer.agreement) without ever refusing on it.")
