@@ -123,7 +123,8 @@ eval-rerank: install
 
 # Session 5: the students and the teacher at max length 128 (README "A faster reranker"), ~45 min.
 SCIFACT_DEV := RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm
-eval-rerank-student: train-reranker-student
+eval-rerank-student: install
+	[ -d models/reranker-l3 ] || $(MAKE) train-reranker-student
 	[ -d models/reranker-l3e2 ] || $(BIN)/rag train-reranker -q --out models/reranker-l3e2 --layers 3 --epochs 2 $(STUDENT)
 	[ -d models/reranker-l4 ] || $(BIN)/rag train-reranker -q --out models/reranker-l4 --layers 4 $(STUDENT)
 	$(SCIFACT_DEV) \
