@@ -169,22 +169,31 @@ calibrate-gate: install
 	$(BIN)/python -m eval.calibrate_gate --embedder minilm --lang ko
 
 # About 13 min (0.5B) and 28 min (1.5B) for 100 SQuAD questions, 20 min for 60 KorQuAD ones, on 2 cores.
+# The columns published before session 6 gave the model 5 passages (then the default); the last run
+# is the default since session 6 (3 passages, reranker C when trained).
+P5 := --set context_passages=5
 eval-answers: install
 	$(MAKE) models LLM=qwen2.5-0.5b
 	$(MAKE) models LLM=qwen2.5-1.5b
 	for m in qwen2.5-1.5b qwen2.5-0.5b; do \
 	  $(BIN)/rag eval answers --dataset $(SHARED)/squad2_dev/dev-v2.0.json --part heldout --limit 100 \
-	    --model $$m --embedder minilm --no-rerank --out eval/results/answers_squad_$$m.json -q || exit 1; done
+	    --model $$m --embedder minilm --no-rerank $(P5) --out eval/results/answers_squad_$$m.json -q || exit 1; done
 	# with the trained reranker (make train-reranker), in both score spaces
 	if [ -d models/reranker ]; then \
 	  RAG_RERANK_SCORE_SPACE=probability $(BIN)/rag eval answers --dataset $(SHARED)/squad2_dev/dev-v2.0.json \
-	    --part heldout --limit 100 --model qwen2.5-1.5b --embedder minilm \
+	    --part heldout --limit 100 --model qwen2.5-1.5b --embedder minilm $(P5) \
 	    --out eval/results/answers_squad_qwen2.5-1.5b_rerank.json -q && \
 	  RAG_RERANK_SCORE_SPACE=logit $(BIN)/rag eval answers --dataset $(SHARED)/squad2_dev/dev-v2.0.json \
-	    --part heldout --limit 100 --model qwen2.5-1.5b --embedder minilm \
-	    --out eval/results/answers_squad_qwen2.5-1.5b_rerank_logit.json -q; fi
+	    --part heldout --limit 100 --model qwen2.5-1.5b --embedder minilm $(P5) \
+	    --out eval/results/answers_squad_qwen2.5-1.5b_rerank_logit.json -q && \
+	  $(BIN)/rag eval answers --dataset $(SHARED)/squad2_dev/dev-v2.0.json --part heldout --limit 100 \
+	    --model qwen2.5-1.5b --embedder minilm --set context_passages=3 \
+	    --out eval/results/answers_squad_qwen2.5-1.5b_rerank_passages3.json -q; fi
 	$(BIN)/rag eval answers --dataset $(SHARED)/korquad1_dev/KorQuAD_v1.0_dev.json --part heldout --limit 30 \
-	  --model qwen2.5-1.5b --embedder e5-small --no-rerank --out eval/results/answers_korquad_qwen2.5-1.5b.json -q
+	  --model qwen2.5-1.5b --embedder e5-small --no-rerank $(P5) --out eval/results/answers_korquad_qwen2.5-1.5b.json -q
+	$(BIN)/rag eval answers --dataset $(SHARED)/korquad1_dev/KorQuAD_v1.0_dev.json --part heldout --limit 30 \
+	  --model qwen2.5-1.5b --embedder e5-small --no-rerank --set context_passages=3 \
+	  --out eval/results/answers_korquad_qwen2.5-1.5b_passages3.json -q
 
 bench-api: install
 	$(MAKE) models LLM=qwen2.5-0.5b
