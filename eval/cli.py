@@ -38,7 +38,7 @@ def apply_overrides(settings, pairs: list[str]):
     try:
         return Settings.model_validate({**settings.model_dump(), **update})
     except ValidationError as exc:
-        raise ConfigError(f"--set: {settings_error(exc)}") from None
+        raise ConfigError(f"--set: {settings_error(exc, env_names=False)}") from None
 
 
 def build_index(data, index_dir: Path, settings, progress: bool = True):

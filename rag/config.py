@@ -177,11 +177,13 @@ def get_settings() -> Settings:
         raise ConfigError(settings_error(exc)) from None
 
 
-def settings_error(exc: ValidationError) -> str:
-    """One line per invalid setting, by its environment variable name."""
+def settings_error(exc: ValidationError, env_names: bool = True) -> str:
+    """One line per invalid setting, by its environment variable name (or its field name, as
+    ``--set KEY=VALUE`` takes it)."""
     lines = []
     for e in exc.errors():
-        name = "RAG_" + str(e["loc"][0]).upper() if e["loc"] else ""
+        field_name = str(e["loc"][0]) if e["loc"] else ""
+        name = ("RAG_" + field_name.upper() if env_names else field_name) if field_name else ""
         msg = e["msg"].removeprefix("Value error, ")
         lines.append(f"{name}: {msg}" if name else msg)
     return "invalid settings: " + "; ".join(lines)
