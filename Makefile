@@ -172,28 +172,25 @@ calibrate-gate: install
 # The columns published before session 6 gave the model 5 passages (then the default); the last run
 # is the default since session 6 (3 passages, reranker C when trained).
 P5 := --set context_passages=5
+ANSWERS := $(BIN)/rag eval answers -q --part heldout
+SQUAD_ANS := $(ANSWERS) --dataset $(SHARED)/squad2_dev/dev-v2.0.json --limit 100 --embedder minilm
+KORQUAD_ANS := $(ANSWERS) --dataset $(SHARED)/korquad1_dev/KorQuAD_v1.0_dev.json --limit 30 --model qwen2.5-1.5b \
+	--embedder e5-small --no-rerank
 eval-answers: install
 	$(MAKE) models LLM=qwen2.5-0.5b
 	$(MAKE) models LLM=qwen2.5-1.5b
 	for m in qwen2.5-1.5b qwen2.5-0.5b; do \
-	  $(BIN)/rag eval answers --dataset $(SHARED)/squad2_dev/dev-v2.0.json --part heldout --limit 100 \
-	    --model $$m --embedder minilm --no-rerank $(P5) --out eval/results/answers_squad_$$m.json -q || exit 1; done
-	# with the trained reranker (make train-reranker), in both score spaces
+	  $(SQUAD_ANS) --model $$m --no-rerank $(P5) --out eval/results/answers_squad_$$m.json || exit 1; done
+	# with the trained reranker (make train-reranker), in both score spaces, then the session-6 default
 	if [ -d models/reranker ]; then \
-	  RAG_RERANK_SCORE_SPACE=probability $(BIN)/rag eval answers --dataset $(SHARED)/squad2_dev/dev-v2.0.json \
-	    --part heldout --limit 100 --model qwen2.5-1.5b --embedder minilm $(P5) \
-	    --out eval/results/answers_squad_qwen2.5-1.5b_rerank.json -q && \
-	  RAG_RERANK_SCORE_SPACE=logit $(BIN)/rag eval answers --dataset $(SHARED)/squad2_dev/dev-v2.0.json \
-	    --part heldout --limit 100 --model qwen2.5-1.5b --embedder minilm $(P5) \
-	    --out eval/results/answers_squad_qwen2.5-1.5b_rerank_logit.json -q && \
-	  $(BIN)/rag eval answers --dataset $(SHARED)/squad2_dev/dev-v2.0.json --part heldout --limit 100 \
-	    --model qwen2.5-1.5b --embedder minilm --set context_passages=3 \
-	    --out eval/results/answers_squad_qwen2.5-1.5b_rerank_passages3.json -q; fi
-	$(BIN)/rag eval answers --dataset $(SHARED)/korquad1_dev/KorQuAD_v1.0_dev.json --part heldout --limit 30 \
-	  --model qwen2.5-1.5b --embedder e5-small --no-rerank $(P5) --out eval/results/answers_korquad_qwen2.5-1.5b.json -q
-	$(BIN)/rag eval answers --dataset $(SHARED)/korquad1_dev/KorQuAD_v1.0_dev.json --part heldout --limit 30 \
-	  --model qwen2.5-1.5b --embedder e5-small --no-rerank --set context_passages=3 \
-	  --out eval/results/answers_korquad_qwen2.5-1.5b_passages3.json -q
+	  RAG_RERANK_SCORE_SPACE=probability $(SQUAD_ANS) --model qwen2.5-1.5b $(P5) \
+	    --out eval/results/answers_squad_qwen2.5-1.5b_rerank.json && \
+	  RAG_RERANK_SCORE_SPACE=logit $(SQUAD_ANS) --model qwen2.5-1.5b $(P5) \
+	    --out eval/results/answers_squad_qwen2.5-1.5b_rerank_logit.json && \
+	  $(SQUAD_ANS) --model qwen2.5-1.5b --set context_passages=3 \
+	    --out eval/results/answers_squad_qwen2.5-1.5b_rerank_passages3.json; fi
+	$(KORQUAD_ANS) $(P5) --out eval/results/answers_korquad_qwen2.5-1.5b.json
+	$(KORQUAD_ANS) --set context_passages=3 --out eval/results/answers_korquad_qwen2.5-1.5b_passages3.json
 
 bench-api: install
 	$(MAKE) models LLM=qwen2.5-0.5b
