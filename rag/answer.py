@@ -143,10 +143,10 @@ class AnswerPipeline:
         t0 = time.perf_counter()
         prep = prepared or self.prepare(question, top_k, filters, params.max_tokens if params else None)
         timings = {"retrieve": round(prep.timings["retrieve"], 2), "rerank": round(prep.timings["rerank"], 2)}
+        refusal = REFUSAL.get(prep.lang, REFUSAL["en"])  # the fixed sentence in the question's language
         if not prep.gate.passed:
             timings.update(generate=0.0, total=round((time.perf_counter() - t0) * 1000, 2))
-            lang = prep.lang if prep.lang in REFUSAL else "en"
-            yield "answer", Answer(text=REFUSAL[lang], refused=True, refusal_reason=prep.gate.reason,
+            yield "answer", Answer(text=refusal, refused=True, refusal_reason=prep.gate.reason,
                                    timings_ms=timings, model=self.generator.name)
             return
         params = params or GenParams(self.settings.temperature, self.settings.top_p, self.settings.max_tokens,
@@ -169,7 +169,7 @@ class AnswerPipeline:
         timings.update(generate=round(gen_ms, 2), ttft=round(ttft or gen_ms, 2),
                        total=round((time.perf_counter() - t0) * 1000, 2))
         if is_refusal(raw):
-            yield "answer", Answer(text=raw or REFUSAL.get(prep.lang, REFUSAL["en"]), refused=True,
+            yield "answer", Answer(text=raw or refusal, refused=True,
                                    refusal_reason="the passages do not hold the answer (model)",
                                    timings_ms=timings, model=self.generator.name, tokens=n_tokens)
             return
@@ -183,7 +183,7 @@ class AnswerPipeline:
             timings.update(consistency=round((time.perf_counter() - t_check) * 1000, 2),
                            total=round((time.perf_counter() - t0) * 1000, 2))
             if agree < self.settings.consistency_min_agreement:
-                yield "answer", Answer(text=REFUSAL.get(prep.lang, REFUSAL["en"]), refused=True,
+                yield "answer", Answer(text=refusal, refused=True,
                                        refusal_reason=f"sampled answers disagree (agreement {agree:.2f})",
                                        timings_ms=timings, model=self.generator.name, tokens=n_tokens,
                                        agreement=round(agree, 4), samples=samples)
