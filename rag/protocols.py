@@ -20,6 +20,9 @@ class Embedder(Protocol):
     dim: int
     max_tokens: int  # the model's input limit, special tokens and prompts included
     overhead: int  # tokens the model adds to every passage (special tokens, "passage: " prompt)
+    # Hash of a local model's weights (None for packaged presets): a model retrained in place keeps
+    # its name, and an index built with the old weights must not be searched with the new ones.
+    fingerprint: str | None
 
     def load(self) -> None: ...
 

@@ -31,7 +31,7 @@ class HybridRetriever:
 
     def __init__(self, index: Index, embedder: Embedder, settings: Settings,
                  reranker: Reranker | None = None) -> None:
-        index.check_embedder(embedder.name, embedder.dim)
+        index.check_embedder(embedder.name, embedder.dim, getattr(embedder, "fingerprint", None))
         self.index = index
         self.embedder = embedder
         self.settings = settings

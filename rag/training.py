@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from rag.types import Chunk
+
 
 @dataclass(frozen=True)
 class Group:
@@ -85,10 +87,11 @@ class TrainReport:
 
 def mine_groups(retriever, labelled: Sequence[tuple[str, set[str], str]], n_negatives: int, depth: int = 30,
                 source: str = "", progress: bool = True, n_random: int = 0, seed: int = 13,
-                answerable: bool = True) -> list[Group]:
+                answerable: bool = True, text_of: Callable[[Chunk], str] = Chunk.embed_text) -> list[Group]:
     """For each (query, relevant doc ids, positive passage): hard negatives = the retriever's top
     ``depth`` hybrid hits from other documents, best first (chunks, as the reranker will see them),
-    plus ``n_random`` random chunks (easy negatives that teach plain relevance first)."""
+    plus ``n_random`` random chunks (easy negatives that teach plain relevance first).
+    ``text_of`` renders a negative chunk (default: as it is embedded and reranked)."""
     rng = random.Random(seed)
     all_ids = retriever.index.dense.ids().tolist() if n_random else []
     groups = []
@@ -99,7 +102,7 @@ def mine_groups(retriever, labelled: Sequence[tuple[str, set[str], str]], n_nega
             if h.chunk.doc_id in relevant or h.chunk.doc_id in seen:
                 continue
             seen.add(h.chunk.doc_id)
-            negs.append(h.chunk.embed_text())
+            negs.append(text_of(h.chunk))
             if len(negs) == n_negatives:
                 break
         if len(negs) < n_negatives:
@@ -110,7 +113,7 @@ def mine_groups(retriever, labelled: Sequence[tuple[str, set[str], str]], n_nega
             chunk = retriever.index.chunks_by_ids([cid])[cid]
             if chunk.doc_id not in relevant and chunk.doc_id not in seen:
                 seen.add(chunk.doc_id)
-                negs.append(chunk.embed_text())
+                negs.append(text_of(chunk))
         if len(negs) == n_negatives + n_random:
             groups.append(Group(query, positive, tuple(negs), source, answerable))
     return groups
@@ -239,7 +242,8 @@ def train_cross_encoder(groups: Sequence[Group], out: Path, cfg: TrainConfig, pr
     return report
 
 
-def plot_losses(losses: Sequence[float], path: Path) -> None:
+def plot_losses(losses: Sequence[float], path: Path, title: str = "cross-encoder training loss",
+                ylabel: str = "listwise CE loss") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -252,8 +256,8 @@ def plot_losses(losses: Sequence[float], path: Path) -> None:
         smooth = np.convolve(losses, np.ones(w) / w, mode="valid")
         ax.plot(range(w - 1, len(losses)), smooth, label=f"moving mean ({w})")
     ax.set_xlabel("step")
-    ax.set_ylabel("listwise CE loss")
-    ax.set_title("cross-encoder training loss")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -309,4 +313,137 @@ def unanswerable_from_beir(retriever, directory: Path, data, max_queries: int | 
         if ids:
             chunks = index.chunks_by_ids(ids)
             out.append((text, {para}, chunks[min(chunks)].embed_text()))
+    return out
+
+
+@dataclass
+class EmbedderTrainConfig:
+    """Fine-tuning a sentence-transformers bi-encoder (the dense retriever's embedder)."""
+
+    base_model: str = ""
+    max_length: int = 256
+    hard_negatives: int = 1
+    epochs: int = 2
+    batch_size: int = 32
+    lr: float = 3e-5
+    warmup: float = 0.1
+    scale: float = 20.0
+    seed: int = 13
+    threads: int = 2
+    time_budget_s: float | None = None
+    # Recorded beside the saved model (rag.embed.META_FILE), so the language gate knows it.
+    languages: str = "unknown"
+
+
+def train_bi_encoder(groups: Sequence[Group], out: Path, cfg: EmbedderTrainConfig, progress: bool = True
+                     ) -> TrainReport:
+    """Fine-tune and save a sentence-transformers bi-encoder to ``out``.
+
+    Loss: multiple-negatives ranking (InfoNCE, as sentence-transformers' MultipleNegativesRankingLoss):
+    each query's cosine with its positive, scaled by ``scale``, against every other passage of
+    the batch (the other queries' positives and everybody's ``hard_negatives`` mined by the hybrid
+    retriever). A passage equal to the query's own positive elsewhere in the batch (SQuAD asks
+    several questions of one paragraph) is masked, not treated as a negative. Unanswerable groups
+    have no positive and are skipped."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    groups = [g for g in groups if g.answerable]
+    model = SentenceTransformer(cfg.base_model, device="cpu")
+    model.max_seq_length = cfg.max_length
+    model.train()
+    order = list(range(len(groups)))
+    rng = random.Random(cfg.seed)
+    steps_per_epoch = math.ceil(len(groups) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    warm = max(1, int(cfg.warmup * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    step = pairs = 0
+    stopped = False
+
+    preprocess = getattr(model, "preprocess", None) or model.tokenize  # tokenize: sentence-transformers < 6
+
+    def encode(texts: list[str]):
+        features = preprocess(texts)
+        return torch.nn.functional.normalize(model(features)["sentence_embedding"], dim=-1)
+
+    with tqdm(total=total, desc="training embedder", unit="step", disable=not progress) as bar:
+        for _ in range(cfg.epochs):
+            rng.shuffle(order)
+            for start in range(0, len(order), cfg.batch_size):
+                batch = [groups[i] for i in order[start:start + cfg.batch_size]]
+                passages = [g.positive for g in batch] + [n for g in batch for n in g.negatives[:cfg.hard_negatives]]
+                q = encode([g.query for g in batch])
+                p = encode(passages)
+                scores = cfg.scale * q @ p.T
+                same = torch.tensor([[j != i and passages[j] == g.positive for j in range(len(passages))]
+                                     for i, g in enumerate(batch)])
+                scores = scores.masked_fill(same, float("-inf"))
+                loss = torch.nn.functional.cross_entropy(scores, torch.arange(len(batch)))
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                opt.zero_grad()
+                step += 1
+                pairs += len(batch)
+                losses.append(float(loss.detach()))
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+                if cfg.time_budget_s and time.perf_counter() - t0 > cfg.time_budget_s:
+                    stopped = True
+                    break
+            if stopped:
+                break
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(str(out))
+    from rag.embed import META_FILE
+
+    (out / META_FILE).write_text(json.dumps({"languages": cfg.languages, "base_model": cfg.base_model,
+                                             "trained_by": "rag train-embedder"}, indent=2))
+    seconds = time.perf_counter() - t0
+    sources: dict[str, int] = {}
+    for g in groups:
+        sources[g.source] = sources.get(g.source, 0) + 1
+    report = TrainReport(str(out), len(groups), pairs, step, round(seconds, 1), round(pairs / seconds, 2),
+                         sources, [round(x, 4) for x in losses], asdict(cfg), stopped)
+    (out / "training_report.json").write_text(json.dumps(asdict(report), indent=2))
+    plot_losses(report.losses, out / "loss.png", title="bi-encoder training loss", ylabel="in-batch CE loss")
+    return report
+
+
+def title_queries(index, n: int, seed: int, min_words: int = 4) -> list[tuple[str, set[str], str]]:
+    """(title, {its document}, the document's first chunk *without* the title), for ``n`` documents
+    sampled with ``seed``: pseudo-queries that adapt the embedder to a corpus without any labelled
+    query (paper titles read like SciFact's claims). The positive drops the title, or the pair
+    would be a string match; titles shorter than ``min_words`` or shared by several documents
+    (SQuAD's article names) describe no single passage and are skipped."""
+    docs, offset = [], 0
+    while batch := index.documents(limit=1000, offset=offset):
+        docs += batch
+        offset += len(batch)
+    counts: dict[str, int] = {}
+    for d in docs:
+        counts[d["title"]] = counts.get(d["title"], 0) + 1
+    usable = sorted(d["doc_id"] for d in docs if d["title"] and counts[d["title"]] == 1
+                    and len(d["title"].split()) >= min_words)
+    chosen = random.Random(seed).sample(usable, min(n, len(usable)))
+    out = []
+    for doc_id in chosen:
+        chunks = index.chunks_by_ids(index.chunk_ids_of_docs([doc_id]))
+        if chunks:
+            first = chunks[min(chunks)]
+            out.append((first.title, {doc_id}, first.text))
     return out

@@ -72,3 +72,27 @@ def test_errors_are_one_line_messages(tmp_path, corpus_dir):
     assert r.returncode == 1 and "RAG_TOP_K" in r.stderr and "Traceback" not in r.stderr
     r = rag("train-reranker", "--out", tmp_path / "student", "--layers", "0")
     assert r.returncode == 2 and "--layers" in r.stderr
+
+
+def test_train_embedder_end_to_end(tmp_path):
+    data = tmp_path / "toy"
+    (data / "qrels").mkdir(parents=True)
+    topics = ["aspirin lowers the risk of heart attacks", "vitamin d deficiency weakens bones in winter",
+              "insulin resistance precedes type two diabetes", "statins reduce blood cholesterol levels",
+              "mosquito nets prevent malaria in children", "measles vaccination protects whole communities",
+              "smoking causes most lung cancers", "sleep consolidates newly formed memories"]
+    docs = [{"_id": f"d{i}", "title": t.capitalize(), "text": f"We report that {t}. " * 2} for i, t in enumerate(topics)]
+    (data / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (data / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": f"Is it true that {t}?"}) + "\n"
+                                                for i, t in enumerate(topics)))
+    (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n"
+                                             + "".join(f"q{i}\td{i}\t1\n" for i in range(len(topics))))
+    out = tmp_path / "emb"
+    r = rag("train-embedder", "--beir", f"{data}:test", "--indexes", tmp_path / "ix", "--out", out,
+            "--batch-size", "4", "--max-length", "64", "--title-queries", "5", "-q")
+    assert r.returncode == 0, r.stderr
+    assert "trained on" in r.stdout and f"RAG_EMBEDDER={out}" in r.stdout.replace("\n", "")
+    report = json.loads((out / "training_report.json").read_text())
+    assert report["sources"]["toy titles"] == 5 and report["groups"] > 5  # + the train-part queries
+    assert json.loads((out / "rag_embedder.json").read_text())["languages"] == "en"
+    assert (tmp_path / "ix" / "eval-toy-minilm").is_dir()  # mining index where asked, not in ./indexes
