@@ -68,7 +68,7 @@ clean:
 SHARED ?= ../shared/data
 EVAL   := $(BIN)/rag eval retrieval -q
 
-.PHONY: eval-retrieval eval-scifact eval-squad eval-korquad eval-rerank eval-rerank-student train-reranker \
+.PHONY: eval-retrieval eval-scifact eval-squad eval-korquad eval-rerank eval-rerank-student train-reranker train-embedder eval-embedder \
 	train-reranker-student bench-all
 
 train-reranker: install
@@ -143,6 +143,27 @@ eval-rerank-student: install
 	  --embedder minilm --modes "hybrid,hybrid+rerank,hybrid+rerank@reranker=models/reranker-l3;rerank_max_length=128;rerank_top=30" \
 	  --out eval/results/squad_heldout_rerank_student.json
 	$(BIN)/python -m eval.bench_retrieval --reranker models/reranker --also models/reranker-l3
+
+# Session 7: the dense embedder fine-tuned on the train parts' labelled queries (README "A fine-tuned
+# embedder"; ~20 min), then SciFact dev and heldout and SQuAD heldout with it (an index each, ~15 min).
+train-embedder: install
+	$(BIN)/rag train-embedder --out models/embedder
+
+EMBEDDER_EVAL := RAG_RERANKER=models/reranker $(EVAL) --embedder models/embedder
+eval-embedder: install
+	[ -d models/embedder ] || $(MAKE) train-embedder
+	RAG_RERANKER=models/reranker $(EVAL) --embedder minilm --dataset $(SHARED)/scifact --split train --part dev \
+	  --modes "bm25,dense,hybrid,hybrid+rerank" --out eval/results/dev/scifact_dev_minilm.json
+	$(EMBEDDER_EVAL) --dataset $(SHARED)/scifact --split train --part dev \
+	  --modes "bm25,dense,hybrid,hybrid+rerank,hybrid@fusion_alpha=0.6,hybrid+rerank@fusion_alpha=0.6" \
+	  --out eval/results/scifact_dev_embedder.json
+	$(EMBEDDER_EVAL) --dataset $(SHARED)/scifact --split train --part heldout \
+	  --modes "dense,hybrid,hybrid+rerank,hybrid@fusion_alpha=0.6,hybrid+rerank@fusion_alpha=0.6" \
+	  --out eval/results/scifact_heldout_embedder.json
+	$(EMBEDDER_EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part heldout --limit 300 \
+	  --modes "dense,hybrid,hybrid+rerank" --out eval/results/squad_heldout_embedder.json
+	$(EVAL) --embedder minilm --dataset $(SHARED)/squad2_dev/beir --split test --part heldout \
+	  --limit 300 --modes dense --out eval/results/squad_heldout300_minilm_dense.json
 
 eval-korquad: install
 	$(EVAL) --korquad $(SHARED)/korquad1_dev/KorQuAD_v1.0_dev.json --part heldout --limit 1000 --embedder e5-small \
