@@ -22,7 +22,15 @@ from ingest.loaders import Skipped, content_hash, iter_documents
 from rag.config import Settings
 from rag.embed import embedder_languages, make_embedder
 from rag.errors import IncompatibleIndexError, InvalidRequestError
-from rag.index import Index, IndexLock, NewDoc, collect_garbage, current_version_dir, write_version
+from rag.index import (
+    Index,
+    IndexLock,
+    NewDoc,
+    collect_garbage,
+    current_version_dir,
+    fingerprint_mismatch,
+    write_version,
+)
 from rag.protocols import Embedder
 from rag.text import Tokenizer, detect_lang
 from rag.types import Chunk, Document
@@ -91,10 +99,9 @@ def _check_compatible(base: Index, wanted: dict[str, Any],
         have, want = base.manifest.get(key, {}), wanted[key]
         diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
         if key == "embedder" and set(diff) == {"fingerprint"}:
-            raise IncompatibleIndexError(
-                f"index {base.path.parent} was built with other weights of embedder {want['name']!r} "
-                f"(fingerprint {have.get('fingerprint')} vs {want['fingerprint']}: retrained since?); "
-                "re-ingest with --rebuild")
+            raise IncompatibleIndexError(f"index {base.path.parent} was "
+                                         + fingerprint_mismatch(want["name"], have.get("fingerprint"),
+                                                                want["fingerprint"]))
         if key == "embedder" and diff:
             raise IncompatibleIndexError(
                 f"index {base.path.parent} was built with embedder {have.get('name')!r}; the configured "

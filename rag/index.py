@@ -132,6 +132,15 @@ def _row_to_chunk(row: sqlite3.Row | tuple) -> Chunk:
                  heading=heading or "", start=start, end=end, n_tokens=n_tokens, lang=lang or "en")
 
 
+def fingerprint_mismatch(name: str, built: str | None, now: str | None) -> str:
+    """Why an index and the embedder's current weights disagree (same name, other weights)."""
+    if built is None:
+        return (f"built before embedder {name!r}'s weights were fingerprinted, so they cannot be checked "
+                "against the current ones; re-ingest with --rebuild")
+    return (f"built with other weights of embedder {name!r} (fingerprint {built} vs {now}: retrained "
+            "since?); re-ingest with --rebuild")
+
+
 class Index:
     """A committed index version, loaded read-only. Thread-safe for concurrent queries."""
 
@@ -202,9 +211,7 @@ class Index:
                 f"the configured embedder is {name!r} ({dim}-d). Set RAG_EMBEDDER={e['name']} "
                 "or re-ingest with --rebuild")
         if e.get("fingerprint") != fingerprint:
-            raise EmbedderMismatchError(
-                f"index {self.path.parent} was built with other weights of embedder {name!r} (fingerprint "
-                f"{e.get('fingerprint')} vs {fingerprint}: retrained since?); re-ingest with --rebuild")
+            raise EmbedderMismatchError(f"index {self.path.parent}: {fingerprint_mismatch(name, e.get('fingerprint'), fingerprint)}")
 
     # -- chunk store ------------------------------------------------------------------------
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:

@@ -349,6 +349,8 @@ def train_bi_encoder(groups: Sequence[Group], out: Path, cfg: EmbedderTrainConfi
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
 
+    from rag.errors import ConfigError
+
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     torch.manual_seed(cfg.seed)
@@ -356,7 +358,12 @@ def train_bi_encoder(groups: Sequence[Group], out: Path, cfg: EmbedderTrainConfi
     np.random.seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     groups = [g for g in groups if g.answerable]
-    model = SentenceTransformer(cfg.base_model, device="cpu")
+    if not groups:
+        raise ConfigError("no training pairs: the sources gave no answerable 'train'-part query")
+    try:
+        model = SentenceTransformer(cfg.base_model, device="cpu")
+    except Exception as exc:  # missing files, not a sentence-transformers model, no network
+        raise ConfigError(f"cannot load base model {cfg.base_model!r}: {exc}") from exc
     model.max_seq_length = cfg.max_length
     model.train()
     order = list(range(len(groups)))

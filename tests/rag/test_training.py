@@ -12,8 +12,8 @@ import pytest
 from ingest.pipeline import ingest
 from rag.config import Settings
 from rag.embed import META_FILE, embedder_languages, make_embedder
-from rag.errors import EmbedderMismatchError, IncompatibleIndexError
-from rag.index import Index
+from rag.errors import ConfigError, EmbedderMismatchError, IncompatibleIndexError
+from rag.index import Index, fingerprint_mismatch
 from rag.retrieve import HybridRetriever
 from rag.training import EmbedderTrainConfig, Group, title_queries, train_bi_encoder
 
@@ -109,3 +109,16 @@ def test_title_queries_pair_each_distinct_title_with_its_body(fixture_index):
             "Daily low-dose aspirin reduces the risk of a first heart attack in some adults.") in pairs
     assert title_queries(index, 100, seed=13) == pairs and len(title_queries(index, 1, seed=13)) == 1
     assert len(title_queries(index, 100, seed=13, min_words=1)) > len(pairs)
+
+
+def test_fingerprint_messages_say_what_to_do():
+    assert "retrained since?" in fingerprint_mismatch("models/e", "abc", "def")
+    old = fingerprint_mismatch("models/e", None, "def")  # an index built before fingerprints existed
+    assert "before" in old and "--rebuild" in old
+
+
+def test_training_errors_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="cannot load base model"):
+        train_bi_encoder(GROUPS, tmp_path / "x", EmbedderTrainConfig(base_model=str(tmp_path / "none")), progress=False)
+    with pytest.raises(ConfigError, match="no training pairs"):
+        train_bi_encoder(GROUPS[3:], tmp_path / "x", EmbedderTrainConfig(base_model="unused"), progress=False)
