@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -151,19 +152,80 @@ def teacher_logits(groups: Sequence[Group], teacher: str, max_length: int, threa
             for g in tqdm(groups, desc="teacher logits", unit="q", disable=not progress)]
 
 
+class _Optimiser:
+    """AdamW (weight decay 0.01) with linear warm-up then linear decay to zero, gradient norm
+    clipped at 1: the schedule both trainers use."""
+
+    def __init__(self, model, lr: float, warmup: float, total: int) -> None:
+        import torch
+
+        self.model = model
+        self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+        warm = max(1, int(warmup * total))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
+
+    def step(self, loss) -> None:
+        import torch
+
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad()
+
+
+def _seed_and_quiet(seed: int, threads: int) -> None:
+    """Fixed seeds and thread count; transformers' load-time bars and expected warnings off."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # e.g. "newly initialized classifier weights": expected here
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.set_num_threads(threads)
+
+
+def _train_loop(n_items: int, batch_size: int, epochs: int, seed: int, opt: _Optimiser,
+                loss_of: Callable[[list[int]], tuple[Any, int]], time_budget_s: float | None, progress: bool,
+                desc: str, on_step: Callable[[int, float], None] | None = None
+                ) -> tuple[int, int, list[float], bool, float]:
+    """Mini-batches of item indices, reshuffled each epoch with ``seed``; ``loss_of(batch)`` gives the
+    batch's loss and how many pairs it counted. Returns steps, pairs, losses, whether the time
+    budget stopped it, and seconds."""
+    order = list(range(n_items))
+    rng = random.Random(seed)
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    step = pairs = 0
+    total = math.ceil(n_items / batch_size) * epochs
+    with tqdm(total=total, desc=desc, unit="step", disable=not progress) as bar:
+        for _ in range(epochs):
+            rng.shuffle(order)
+            for start in range(0, len(order), batch_size):
+                loss, counted = loss_of(order[start:start + batch_size])
+                opt.step(loss)
+                step += 1
+                pairs += counted
+                losses.append(float(loss.detach()))
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+                if on_step:
+                    on_step(step, losses[-1])
+                if time_budget_s and time.perf_counter() - t0 > time_budget_s:
+                    return step, pairs, losses, True, time.perf_counter() - t0
+    return step, pairs, losses, False, time.perf_counter() - t0
+
+
 def train_cross_encoder(groups: Sequence[Group], out: Path, cfg: TrainConfig, progress: bool = True,
                         on_step: Callable[[int, float], None] | None = None) -> TrainReport:
     """Fine-tune and save a sentence-transformers ``CrossEncoder`` to ``out``."""
     import torch
     from sentence_transformers import CrossEncoder
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()  # "newly initialized classifier weights" is expected here
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
+    _seed_and_quiet(cfg.seed, cfg.threads)
     groups = list(groups)
     t_start = time.perf_counter()
     targets = (teacher_logits(groups, cfg.teacher, cfg.teacher_max_length, cfg.threads, progress)
@@ -173,63 +235,34 @@ def train_cross_encoder(groups: Sequence[Group], out: Path, cfg: TrainConfig, pr
     model, tok = ce.model, ce.tokenizer
     kept = keep_layers(model, cfg.layers) if cfg.layers else None
     model.train()
-    order = list(range(len(groups)))
-    rng = random.Random(cfg.seed)
-    steps_per_epoch = math.ceil(len(groups) / cfg.batch_groups)
-    total = steps_per_epoch * cfg.epochs
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    warm = max(1, int(cfg.warmup * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (total - s) / max(1, total - warm)) if s >= warm
-        else (s + 1) / warm)
-    losses: list[float] = []
-    t0 = time.perf_counter()
-    step = pairs = 0
-    stopped = False
-    with tqdm(total=total, desc="training", unit="step", disable=not progress) as bar:
-        for _ in range(cfg.epochs):
-            rng.shuffle(order)
-            for start in range(0, len(order), cfg.batch_groups):
-                batch_ix = order[start:start + cfg.batch_groups]
-                batch = [groups[i] for i in batch_ix]
-                queries = [g.query for g in batch for _ in range(1 + len(g.negatives))]
-                passages = [p for g in batch for p in (g.positive, *g.negatives)]
-                enc = tok(queries, passages, padding=True, truncation="only_second", max_length=cfg.max_length,
-                          return_tensors="pt")
-                logits = model(**enc).logits.view(len(batch), -1)
-                distill = (torch.nn.functional.mse_loss(
-                    logits, torch.from_numpy(np.stack([targets[i] for i in batch_ix])).to(logits.dtype))
-                    if targets is not None else None)
-                # Listwise: the positive (column 0) against its own hard negatives and, with the
-                # anchor, against a constant 0 (the target column for unanswerable questions).
-                target = torch.zeros(len(batch), dtype=torch.long)
-                if cfg.null_anchor:
-                    logits = torch.cat([logits, torch.zeros(len(batch), 1)], dim=1)
-                    target = torch.tensor([0 if g.answerable else logits.shape[1] - 1 for g in batch])
-                loss = torch.nn.functional.cross_entropy(logits, target)
-                if distill is not None:
-                    loss = loss + cfg.distill_weight * distill
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                opt.zero_grad()
-                step += 1
-                pairs += len(passages)
-                losses.append(float(loss.detach()))
-                bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-                if on_step:
-                    on_step(step, losses[-1])
-                if cfg.time_budget_s and time.perf_counter() - t0 > cfg.time_budget_s:
-                    stopped = True
-                    break
-            if stopped:
-                break
+    opt = _Optimiser(model, cfg.lr, cfg.warmup, math.ceil(len(groups) / cfg.batch_groups) * cfg.epochs)
+
+    def loss_of(batch_ix: list[int]):
+        batch = [groups[i] for i in batch_ix]
+        queries = [g.query for g in batch for _ in range(1 + len(g.negatives))]
+        passages = [p for g in batch for p in (g.positive, *g.negatives)]
+        enc = tok(queries, passages, padding=True, truncation="only_second", max_length=cfg.max_length,
+                  return_tensors="pt")
+        logits = model(**enc).logits.view(len(batch), -1)
+        distill = (torch.nn.functional.mse_loss(
+            logits, torch.from_numpy(np.stack([targets[i] for i in batch_ix])).to(logits.dtype))
+            if targets is not None else None)
+        # Listwise: the positive (column 0) against its own hard negatives and, with the
+        # anchor, against a constant 0 (the target column for unanswerable questions).
+        target = torch.zeros(len(batch), dtype=torch.long)
+        if cfg.null_anchor:
+            logits = torch.cat([logits, torch.zeros(len(batch), 1)], dim=1)
+            target = torch.tensor([0 if g.answerable else logits.shape[1] - 1 for g in batch])
+        loss = torch.nn.functional.cross_entropy(logits, target)
+        if distill is not None:
+            loss = loss + cfg.distill_weight * distill
+        return loss, len(passages)
+
+    step, pairs, losses, stopped, seconds = _train_loop(len(groups), cfg.batch_groups, cfg.epochs, cfg.seed, opt,
+                                                        loss_of, cfg.time_budget_s, progress, "training", on_step)
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
     ce.save(str(out))
-    seconds = time.perf_counter() - t0
     sources: dict[str, int] = {}
     for g in groups:
         key = g.source if g.answerable else f"{g.source} (unanswerable)"
@@ -347,16 +380,10 @@ def train_bi_encoder(groups: Sequence[Group], out: Path, cfg: EmbedderTrainConfi
     have no positive and are skipped."""
     import torch
     from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as hf_logging
 
     from rag.errors import ConfigError
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
+    _seed_and_quiet(cfg.seed, cfg.threads)
     groups = [g for g in groups if g.answerable]
     if not groups:
         raise ConfigError("no training pairs: the sources gave no answerable 'train'-part query")
@@ -366,53 +393,24 @@ def train_bi_encoder(groups: Sequence[Group], out: Path, cfg: EmbedderTrainConfi
         raise ConfigError(f"cannot load base model {cfg.base_model!r}: {exc}") from exc
     model.max_seq_length = cfg.max_length
     model.train()
-    order = list(range(len(groups)))
-    rng = random.Random(cfg.seed)
-    steps_per_epoch = math.ceil(len(groups) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    warm = max(1, int(cfg.warmup * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
-    losses: list[float] = []
-    t0 = time.perf_counter()
-    step = pairs = 0
-    stopped = False
-
+    opt = _Optimiser(model, cfg.lr, cfg.warmup, math.ceil(len(groups) / cfg.batch_size) * cfg.epochs)
     preprocess = getattr(model, "preprocess", None) or model.tokenize  # tokenize: sentence-transformers < 6
 
     def encode(texts: list[str]):
         features = preprocess(texts)
         return torch.nn.functional.normalize(model(features)["sentence_embedding"], dim=-1)
 
-    with tqdm(total=total, desc="training embedder", unit="step", disable=not progress) as bar:
-        for _ in range(cfg.epochs):
-            rng.shuffle(order)
-            for start in range(0, len(order), cfg.batch_size):
-                batch = [groups[i] for i in order[start:start + cfg.batch_size]]
-                passages = [g.positive for g in batch] + [n for g in batch for n in g.negatives[:cfg.hard_negatives]]
-                q = encode([g.query for g in batch])
-                p = encode(passages)
-                scores = cfg.scale * q @ p.T
-                same = torch.tensor([[j != i and passages[j] == g.positive for j in range(len(passages))]
-                                     for i, g in enumerate(batch)])
-                scores = scores.masked_fill(same, float("-inf"))
-                loss = torch.nn.functional.cross_entropy(scores, torch.arange(len(batch)))
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                opt.zero_grad()
-                step += 1
-                pairs += len(batch)
-                losses.append(float(loss.detach()))
-                bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-                if cfg.time_budget_s and time.perf_counter() - t0 > cfg.time_budget_s:
-                    stopped = True
-                    break
-            if stopped:
-                break
+    def loss_of(batch_ix: list[int]):
+        batch = [groups[i] for i in batch_ix]
+        passages = [g.positive for g in batch] + [n for g in batch for n in g.negatives[:cfg.hard_negatives]]
+        scores = cfg.scale * encode([g.query for g in batch]) @ encode(passages).T
+        same = torch.tensor([[j != i and passages[j] == g.positive for j in range(len(passages))]
+                             for i, g in enumerate(batch)])
+        scores = scores.masked_fill(same, float("-inf"))
+        return torch.nn.functional.cross_entropy(scores, torch.arange(len(batch))), len(batch)
+
+    step, pairs, losses, stopped, seconds = _train_loop(len(groups), cfg.batch_size, cfg.epochs, cfg.seed, opt,
+                                                        loss_of, cfg.time_budget_s, progress, "training embedder")
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
     model.save(str(out))
@@ -420,7 +418,6 @@ def train_bi_encoder(groups: Sequence[Group], out: Path, cfg: EmbedderTrainConfi
 
     (out / META_FILE).write_text(json.dumps({"languages": cfg.languages, "base_model": cfg.base_model,
                                              "trained_by": "rag train-embedder"}, indent=2))
-    seconds = time.perf_counter() - t0
     sources: dict[str, int] = {}
     for g in groups:
         sources[g.source] = sources.get(g.source, 0) + 1
