@@ -152,8 +152,7 @@ train-embedder: install
 EMBEDDER_EVAL := RAG_RERANKER=models/reranker $(EVAL) --embedder models/embedder
 eval-embedder: install
 	[ -d models/embedder ] || $(MAKE) train-embedder
-	RAG_RERANKER=models/reranker $(EVAL) --embedder minilm --dataset $(SHARED)/scifact --split train --part dev \
-	  --modes "bm25,dense,hybrid,hybrid+rerank" --out eval/results/dev/scifact_dev_minilm.json
+	$(SCIFACT_DEV) --modes "bm25,dense,hybrid,hybrid+rerank" --out eval/results/dev/scifact_dev_minilm.json
 	$(EMBEDDER_EVAL) --dataset $(SHARED)/scifact --split train --part dev \
 	  --modes "bm25,dense,hybrid,hybrid+rerank,hybrid@fusion_alpha=0.6,hybrid+rerank@fusion_alpha=0.6" \
 	  --out eval/results/scifact_dev_embedder.json

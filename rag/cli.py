@@ -353,22 +353,32 @@ def _mine_training_groups(beir: Optional[list[str]], max_queries: Optional[list[
     return groups
 
 
+# Options train-reranker and train-embedder share (same meaning, same defaults).
+BeirSources = Annotated[Optional[list[str]], typer.Option(
+    "--beir", help="BEIR data DIR:SPLIT (repeatable); only 'train'-part queries are used.")]
+MaxQueries = Annotated[Optional[list[int]], typer.Option("--max-queries", help="Cap per --beir source (same order).")]
+TimeBudget = Annotated[Optional[float], typer.Option("--time-budget", help="Stop training after this many seconds.")]
+Seed = Annotated[int, typer.Option("--seed")]
+BaseModel = Annotated[Optional[str], typer.Option(
+    "--base-model", help="Start from these weights (default: all-MiniLM-L6-v2).")]
+
+
 @app.command("train-reranker")
 def train_reranker(
     out_dir: Annotated[Path, typer.Option("--out", help="Where to save the trained CrossEncoder.")] = Path("models/reranker"),
-    beir: Annotated[Optional[list[str]], typer.Option(help="BEIR data DIR:SPLIT (repeatable); only 'train'-part queries are used.")] = None,
-    max_queries: Annotated[Optional[list[int]], typer.Option(help="Cap per --beir source (same order).")] = None,
+    beir: BeirSources = None,
+    max_queries: MaxQueries = None,
     negatives: Annotated[int, typer.Option(help="Hard negatives per query (mined by the hybrid retriever).")] = 3,
     random_negatives: Annotated[int, typer.Option(help="Random (easy) negatives per query, on top.")] = 2,
     max_length: Annotated[int, typer.Option(help="Max tokens of query + passage.")] = 256,
     epochs: Annotated[int, typer.Option()] = 1,
     lr: Annotated[float, typer.Option(help="1e-4: at 3e-5 the fresh head did not learn in one epoch.")] = 1e-4,
     batch_groups: Annotated[int, typer.Option(help="Queries per step (each with 1 + negatives passages).")] = 4,
-    time_budget: Annotated[Optional[float], typer.Option(help="Stop training after this many seconds.")] = None,
+    time_budget: TimeBudget = None,
     unanswerable: Annotated[int, typer.Option(help="SQuAD 2.0 unanswerable questions (train part) taught to score "
                                               "below the zero anchor, per source that has them; 0 = none.")] = 400,
-    seed: Annotated[int, typer.Option()] = 13,
-    base_model: Annotated[Optional[str], typer.Option(help="Start from these weights (default: all-MiniLM-L6-v2).")] = None,
+    seed: Seed = 13,
+    base_model: BaseModel = None,
     layers: Annotated[Optional[int], typer.Option(min=1, help="Keep only this many encoder layers of the base model "
                                                   "(evenly spaced): a smaller, faster student.")] = None,
     teacher: Annotated[Optional[Path], typer.Option(help="A trained reranker whose logits the model also fits "
@@ -409,8 +419,8 @@ def train_reranker(
 @app.command("train-embedder")
 def train_embedder(
     out_dir: Annotated[Path, typer.Option("--out", help="Where to save the fine-tuned SentenceTransformer.")] = Path("models/embedder"),
-    beir: Annotated[Optional[list[str]], typer.Option(help="BEIR data DIR:SPLIT (repeatable); only 'train'-part queries are used.")] = None,
-    max_queries: Annotated[Optional[list[int]], typer.Option(help="Cap per --beir source (same order).")] = None,
+    beir: BeirSources = None,
+    max_queries: MaxQueries = None,
     hard_negatives: Annotated[int, typer.Option(help="Hybrid-mined hard negatives per query, on top of in-batch ones.")] = 1,
     max_length: Annotated[int, typer.Option(help="Max tokens per text.")] = 256,
     epochs: Annotated[int, typer.Option(help="2 at lr 3e-5: SciFact dev dense 0.754 vs 0.715 for 1 at 2e-5.")] = 2,
@@ -420,9 +430,9 @@ def train_embedder(
     title_queries: Annotated[int, typer.Option(help="Also this many documents per source as (title -> body) pairs: "
                                                "adapts to a corpus without labels (titles shared by several "
                                                "documents are skipped); 0 = none.")] = 0,
-    time_budget: Annotated[Optional[float], typer.Option(help="Stop training after this many seconds.")] = None,
-    seed: Annotated[int, typer.Option()] = 13,
-    base_model: Annotated[Optional[str], typer.Option(help="Start from these weights (default: all-MiniLM-L6-v2).")] = None,
+    time_budget: TimeBudget = None,
+    seed: Seed = 13,
+    base_model: BaseModel = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Fine-tune the dense retriever's bi-encoder on labelled pairs (an embedder for RAG_EMBEDDER=DIR;

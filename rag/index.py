@@ -211,7 +211,8 @@ class Index:
                 f"the configured embedder is {name!r} ({dim}-d). Set RAG_EMBEDDER={e['name']} "
                 "or re-ingest with --rebuild")
         if e.get("fingerprint") != fingerprint:
-            raise EmbedderMismatchError(f"index {self.path.parent}: {fingerprint_mismatch(name, e.get('fingerprint'), fingerprint)}")
+            raise EmbedderMismatchError(
+                f"index {self.path.parent}: {fingerprint_mismatch(name, e.get('fingerprint'), fingerprint)}")
 
     # -- chunk store ------------------------------------------------------------------------
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:

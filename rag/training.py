@@ -188,19 +188,20 @@ def _seed_and_quiet(seed: int, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _train_loop(n_items: int, batch_size: int, epochs: int, seed: int, opt: _Optimiser,
+def _train_loop(model, n_items: int, batch_size: int, epochs: int, lr: float, warmup: float, seed: int,
                 loss_of: Callable[[list[int]], tuple[Any, int]], time_budget_s: float | None, progress: bool,
                 desc: str, on_step: Callable[[int, float], None] | None = None
                 ) -> tuple[int, int, list[float], bool, float]:
-    """Mini-batches of item indices, reshuffled each epoch with ``seed``; ``loss_of(batch)`` gives the
-    batch's loss and how many pairs it counted. Returns steps, pairs, losses, whether the time
-    budget stopped it, and seconds."""
+    """Trains ``model`` on mini-batches of item indices, reshuffled each epoch with ``seed``;
+    ``loss_of(batch)`` gives the batch's loss and how many pairs it counted. Returns steps, pairs,
+    losses, whether the time budget stopped it, and seconds."""
     order = list(range(n_items))
     rng = random.Random(seed)
     losses: list[float] = []
-    t0 = time.perf_counter()
     step = pairs = 0
     total = math.ceil(n_items / batch_size) * epochs
+    opt = _Optimiser(model, lr, warmup, total)
+    t0 = time.perf_counter()
     with tqdm(total=total, desc=desc, unit="step", disable=not progress) as bar:
         for _ in range(epochs):
             rng.shuffle(order)
@@ -235,8 +236,6 @@ def train_cross_encoder(groups: Sequence[Group], out: Path, cfg: TrainConfig, pr
     model, tok = ce.model, ce.tokenizer
     kept = keep_layers(model, cfg.layers) if cfg.layers else None
     model.train()
-    opt = _Optimiser(model, cfg.lr, cfg.warmup, math.ceil(len(groups) / cfg.batch_groups) * cfg.epochs)
-
     def loss_of(batch_ix: list[int]):
         batch = [groups[i] for i in batch_ix]
         queries = [g.query for g in batch for _ in range(1 + len(g.negatives))]
@@ -258,8 +257,9 @@ def train_cross_encoder(groups: Sequence[Group], out: Path, cfg: TrainConfig, pr
             loss = loss + cfg.distill_weight * distill
         return loss, len(passages)
 
-    step, pairs, losses, stopped, seconds = _train_loop(len(groups), cfg.batch_groups, cfg.epochs, cfg.seed, opt,
-                                                        loss_of, cfg.time_budget_s, progress, "training", on_step)
+    step, pairs, losses, stopped, seconds = _train_loop(
+        model, len(groups), cfg.batch_groups, cfg.epochs, cfg.lr, cfg.warmup, cfg.seed, loss_of, cfg.time_budget_s,
+        progress, "training", on_step)
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
     ce.save(str(out))
@@ -393,7 +393,6 @@ def train_bi_encoder(groups: Sequence[Group], out: Path, cfg: EmbedderTrainConfi
         raise ConfigError(f"cannot load base model {cfg.base_model!r}: {exc}") from exc
     model.max_seq_length = cfg.max_length
     model.train()
-    opt = _Optimiser(model, cfg.lr, cfg.warmup, math.ceil(len(groups) / cfg.batch_size) * cfg.epochs)
     preprocess = getattr(model, "preprocess", None) or model.tokenize  # tokenize: sentence-transformers < 6
 
     def encode(texts: list[str]):
@@ -409,8 +408,9 @@ def train_bi_encoder(groups: Sequence[Group], out: Path, cfg: EmbedderTrainConfi
         scores = scores.masked_fill(same, float("-inf"))
         return torch.nn.functional.cross_entropy(scores, torch.arange(len(batch))), len(batch)
 
-    step, pairs, losses, stopped, seconds = _train_loop(len(groups), cfg.batch_size, cfg.epochs, cfg.seed, opt,
-                                                        loss_of, cfg.time_budget_s, progress, "training embedder")
+    step, pairs, losses, stopped, seconds = _train_loop(
+        model, len(groups), cfg.batch_size, cfg.epochs, cfg.lr, cfg.warmup, cfg.seed, loss_of, cfg.time_budget_s,
+        progress, "training embedder")
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
     model.save(str(out))
