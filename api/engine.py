@@ -1,17 +1,21 @@
-"""What the service loads once (index, embedder, reranker) and swaps atomically after writes."""
+"""What the service loads once (index, embedder, reranker, LLM) and swaps atomically after writes."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
+from ingest.pipeline import IngestReport, ingest
+from rag.answering.pipeline import AnswerPipeline
 from rag.config import Settings
-from rag.embed import make_embedder
-from rag.errors import IndexNotFoundError, RagError
-from rag.index import Index
-from rag.rerank import make_reranker
-from rag.retrieve import HybridRetriever
+from rag.errors import GeneratorUnavailableError, IndexNotFoundError, RagError
+from rag.models.generator import make_generator
+from rag.retrieval.factory import build_retriever, load_reranker
+from rag.retrieval.retriever import HybridRetriever
+from rag.text import warm_up as warm_up_tokenizer
+from rag.types import Document
 
 log = logging.getLogger("rag.api")
 
@@ -26,40 +30,35 @@ class Engine:
         self.settings = settings
         self.index_dir = Path(settings.index_dir)
         self.retriever: HybridRetriever | None = None
-        self.embedder = None
-        self.reranker, self.reranker_status = None, "off"
+        self.reranker, self.reranker_status = None, "not loaded"
         self.error: str | None = None
+        self.loaded = False
         self.write_lock = threading.Lock()
         self.generator = None
         self.generator_status = "not loaded"
 
     def load(self) -> None:
-        """Load models and the index; a missing index leaves the service up but not ready."""
-        self.reranker, self.reranker_status = make_reranker(
-            self.settings.reranker, self.settings.rerank_max_length, self.settings.embed_threads,
-            self.settings.rerank_precision)
-        if self.reranker is not None:
-            self.reranker.load()
+        """Load everything a first request would (tokenizers, models, the index), so that no request
+        pays for it; a missing index leaves the service up but not ready."""
+        warm_up_tokenizer(self.settings.tokenizer_korean)
+        self.reranker, self.reranker_status = load_reranker(self.settings)
         self.load_generator()
         try:
             self.reload()
         except IndexNotFoundError as exc:
             self.error = str(exc)
             log.warning("not ready: %s", exc)
+        self.loaded = True
 
     def reload(self) -> None:
-        index = Index.open(self.index_dir)
-        if self.embedder is None or self.embedder.name != index.embedder_name:
-            embedder = make_embedder(index.embedder_name, self.settings.embed_threads)
-            embedder.load()
-            self.embedder = embedder
-        self.retriever = HybridRetriever(index, self.embedder, self.settings, self.reranker)
+        """Open the committed index version (reusing the loaded models) and make it the live one."""
+        embedder = self.retriever.embedder if self.retriever is not None else None
+        self.retriever = build_retriever(self.settings, self.index_dir, embedder=embedder,
+                                         reranker=(self.reranker, self.reranker_status))
         self.error = None
 
     def load_generator(self) -> None:
         """The LLM loads once; when it cannot, /ask answers 503 with the reason (search still works)."""
-        from rag.answer import make_generator
-
         try:
             generator = make_generator(self.settings)
             generator.load()
@@ -69,11 +68,9 @@ class Engine:
             return
         self.generator, self.generator_status = generator, f"{self.settings.generator}: {generator.name}"
 
-    def pipeline(self):
-        from rag.answer import AnswerPipeline
-
+    def pipeline(self) -> AnswerPipeline:
         if self.generator is None:
-            raise GeneratorUnavailable(f"no LLM available ({self.generator_status})")
+            raise GeneratorUnavailableError(f"no LLM available ({self.generator_status})")
         return AnswerPipeline(self.current(), self.generator, self.settings)
 
     def current(self) -> HybridRetriever:
@@ -82,24 +79,25 @@ class Engine:
             raise IndexNotFoundError(self.error or f"no index loaded from {self.index_dir}")
         return retriever
 
-    def embedder_for_ingest(self):
-        """Reuse the loaded embedder when it is the one the index needs (no second model load)."""
-        return self.embedder
-
-
-class GeneratorUnavailable(RagError):
-    http_status = 503
+    def ingest(self, documents: Sequence[Document] = (), delete: Sequence[str] = ()) -> IngestReport:
+        """Add/update ``documents`` and remove ``delete`` in one committed version, then swap it in.
+        A new index chooses its embedder (RAG_EMBEDDER); an existing one reuses the loaded model."""
+        with self.write_lock:
+            embedder = self.retriever.embedder if self.retriever is not None else None
+            report = ingest([], self.index_dir, self.settings, documents=list(documents), delete=list(delete),
+                            embedder=embedder, progress=False)
+            if report.committed:
+                self.reload()  # atomic swap: in-flight queries finish on the version they started with
+        return report
 
 
 def ready_info(engine: Engine) -> dict:
     r = engine.retriever
-    info = {"ready": r is not None, "index_dir": str(engine.index_dir), "reranker": engine.reranker_status,
-            "generator": engine.generator_status, "detail": engine.error}
+    detail = engine.error if engine.loaded else "loading models and index"
+    info = {"ready": engine.loaded and r is not None, "index_dir": str(engine.index_dir),
+            "reranker": engine.reranker_status, "generator": engine.generator_status, "detail": detail}
     if r is not None:
         m = r.index.manifest
         info.update(index_version=m["version"], documents=m["counts"]["documents"], chunks=m["counts"]["chunks"],
                     embedder=m["embedder"]["name"])
     return info
-
-
-__all__ = ["Engine", "ready_info", "RagError"]

@@ -1,10 +1,14 @@
-"""HTTP request/response schemas (separate from the internal frozen dataclasses)."""
+"""HTTP request/response schemas (separate from the internal frozen dataclasses).
+
+The response models validate the dicts of ``rag.serialize``, the same ones ``rag ... --json`` prints."""
 
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rag.types import Filters
 
 MAX_QUERY_CHARS = 2000
 
@@ -24,6 +28,13 @@ class FiltersIn(BaseModel):
     source: str | None = Field(None, description="Glob over the source path, e.g. '*/retrieval/*'.")
     metadata: dict[str, str] = Field(default_factory=dict, description="Document metadata field = value.")
 
+    def to_filters(self) -> Filters:
+        return Filters(tuple(self.doc_id), self.source, tuple(self.metadata.items()))
+
+
+def _filters(f: FiltersIn | None) -> Filters | None:
+    return f.to_filters() if f else None
+
 
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={
@@ -36,6 +47,9 @@ class SearchRequest(BaseModel):
     filters: FiltersIn | None = None
 
     _query_not_blank = field_validator("query")(_not_blank)
+
+    def to_filters(self) -> Filters | None:
+        return _filters(self.filters)
 
 
 class StageScores(BaseModel):
@@ -140,8 +154,13 @@ class DocumentList(BaseModel):
 
 
 class ErrorOut(BaseModel):
+    """Every 4xx/5xx body: a short error name and the detail (a message, or per-field messages)."""
+
     error: str
     detail: str | list | None = None
+
+
+ERRORS = {401: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}}
 
 
 class AskRequest(BaseModel):
@@ -158,6 +177,9 @@ class AskRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1, le=4096)
 
     _question_not_blank = field_validator("question")(_not_blank)
+
+    def to_filters(self) -> Filters | None:
+        return _filters(self.filters)
 
 
 class CitationOut(BaseModel):

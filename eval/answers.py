@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.datasets import iter_squad, part_of
 from eval.retrieval import percentile as _percentile
+from rag.datasets import iter_squad, part_of
 from rag.types import Document
 
 # Targets from the issue: shown in the report and the plot.
@@ -267,7 +267,7 @@ def summarize(records: Sequence[Record], predictions_for_bleu: Sequence[tuple[st
 
 def ask_all(pipeline: Any, items: Sequence[QAItem], keep_text: bool, progress: bool = True
             ) -> tuple[list[Record], list[tuple[str, Sequence[str]]], str]:
-    """Ask every question through ``pipeline`` (an :class:`rag.answer.AnswerPipeline`)."""
+    """Ask every question through ``pipeline`` (an :class:`rag.answering.pipeline.AnswerPipeline`)."""
     from tqdm.auto import tqdm
 
     from rag.text import detect_lang

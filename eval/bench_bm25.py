@@ -15,7 +15,7 @@ import numpy as np
 from rank_bm25 import BM25Okapi
 
 from eval.common import RESULTS, SHARED_DATA, read_jsonl, scifact_windows, write_json
-from rag.bm25 import BM25Index, TermMatrix
+from rag.index.bm25 import BM25Index, TermMatrix
 from rag.text import Tokenizer
 
 

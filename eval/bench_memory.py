@@ -30,8 +30,8 @@ def build(n: int) -> None:
     from eval.common import scifact_windows
     from ingest.pipeline import dense_settings, index_settings
     from rag.config import Settings
-    from rag.embed import make_embedder
     from rag.index import IndexLock, NewDoc, current_version_dir, write_version
+    from rag.models.embedder import make_embedder
     from rag.text import Tokenizer
     from rag.types import Chunk
 
@@ -54,8 +54,8 @@ def build(n: int) -> None:
 
 def probe() -> None:
     """Run in a fresh process: load everything a query server loads, query, report."""
-    from rag.embed import make_embedder
     from rag.index import Index
+    from rag.models.embedder import make_embedder
 
     t = time.perf_counter()
     ix = Index.open(INDEX)

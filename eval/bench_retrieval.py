@@ -20,10 +20,7 @@ from pathlib import Path
 from eval.common import RESULTS, SHARED_DATA, read_jsonl, write_json
 from eval.retrieval import percentile
 from rag.config import Settings
-from rag.embed import make_embedder
-from rag.index import Index
-from rag.rerank import make_reranker
-from rag.retrieve import HybridRetriever
+from rag.retrieval.factory import build_retriever
 
 
 def summarise(values: list[float]) -> dict[str, float]:
@@ -39,11 +36,9 @@ def main() -> None:
     ap.add_argument("--also", action="append", default=[], help="Another reranker directory to time alongside.")
     args = ap.parse_args()
     settings = Settings(_env_file=None)
-    index = Index.open(args.index)
-    emb = make_embedder(index.embedder_name, settings.embed_threads)
-    emb.load()
+    retriever = build_retriever(settings, args.index, rerank=False)
+    index, emb = retriever.index, retriever.embedder
     queries = [q["text"] for q, _ in zip(read_jsonl(SHARED_DATA / "scifact" / "queries.jsonl"), range(args.queries))]
-    retriever = HybridRetriever(index, emb, settings)
     for q in queries[:10]:  # warm-up
         retriever.search(q, rerank=False)
     stages: dict[str, list[float]] = {}
@@ -58,16 +53,15 @@ def main() -> None:
     if Path(args.reranker).exists():
         variants = [(args.reranker, n, p) for n in (256, 128) for p in ("float32", "bfloat16", "int8")]
         variants += [(d, n, p) for d in args.also for n in (256, 128) for p in ("bfloat16", "int8")]
-        rerankers = {v: make_reranker(v[0], max_length=v[1], threads=settings.embed_threads,
-                                      precision=v[2])[0] for v in variants}
+        retrievers = {v: build_retriever(settings.model_copy(update={
+            "reranker": v[0], "rerank_max_length": v[1], "rerank_precision": v[2], "rerank_top": 30}),
+            args.index, embedder=emb) for v in variants}
         times: dict = {v: [] for v in variants}
-        for v, reranker in rerankers.items():  # warm-up
-            HybridRetriever(index, emb, settings.model_copy(update={"rerank_top": 30}), reranker).search(
-                queries[0], rerank=True)
-        # Interleaved per query, so that load on the shared machine hits every variant alike.
+        for r in retrievers.values():  # warm-up
+            r.search(queries[0], rerank=True)
+        # Interleaved per query, so that other load on the machine hits every variant alike.
         for q in queries[: args.rerank_queries]:
-            for v, reranker in rerankers.items():
-                r = HybridRetriever(index, emb, settings.model_copy(update={"rerank_top": 30}), reranker)
+            for v, r in retrievers.items():
                 times[v].append(r.search(q, rerank=True).timings_ms["rerank"])
         for (model, max_len, precision), t in times.items():
             tag = "" if precision == "float32" else f"_{precision}"

@@ -80,10 +80,10 @@ def choose(pos: list[np.ndarray], ooc: np.ndarray, ooc_refused: float, bm25: flo
 
 
 def _pipeline(settings, index_dir: Path, rerank: bool = False):
-    from rag.answer import AnswerPipeline
-    from rag.cli import load_retriever
+    from rag.answering.pipeline import AnswerPipeline
+    from rag.retrieval.factory import build_retriever
 
-    retriever, _ = load_retriever(settings, index_dir, rerank=None if rerank else False)
+    retriever = build_retriever(settings, index_dir, rerank=rerank)
     return AnswerPipeline(retriever, None, settings)  # the gate never calls the generator
 
 
@@ -113,9 +113,8 @@ def populations(embedder: str, settings, limit: int) -> tuple[dict[str, np.ndarr
     out-of-corpus questions for KorQuAD. In-corpus questions come from the calibration parts
     (train + dev) only; heldout ones are reported, never used to choose."""
     from eval.answers import load_qa, select
-    from eval.cli import build_index
-    from eval.datasets import load_beir
-    from ingest.pipeline import ingest
+    from ingest.pipeline import ingest, ingest_dataset
+    from rag.datasets import load_beir
 
     ooc_en = [r["text"] for r in read_jsonl(ROOT / "eval" / "data" / "out_of_corpus.jsonl")]
     ooc_ko = [r["text"] for r in read_jsonl(ROOT / "eval" / "data" / "out_of_corpus_ko.jsonl")]
@@ -124,7 +123,7 @@ def populations(embedder: str, settings, limit: int) -> tuple[dict[str, np.ndarr
     if embedder == "minilm":
         sci = load_beir(SHARED_DATA / "scifact", "train")
         index = Path(f"indexes/eval-scifact-{embedder}")
-        build_index(sci, index, settings)
+        ingest_dataset(sci, index, settings)
         pipe = _pipeline(settings, index)
         cal = list(sci.select("train").queries.values()) + list(sci.select("dev").queries.values())
         sig["scifact_in"] = signals(pipe, cal[:limit], "SciFact in-corpus")

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
+
+from rag.datasets import read_jsonl
+
+__all__ = ["RESULTS", "ROOT", "SHARED_DATA", "read_jsonl", "scifact_windows", "write_json"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("RAG_SHARED_DATA", ROOT.parent / "shared" / "data"))
 RESULTS = ROOT / "eval" / "results"
-
-
-def read_jsonl(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
 
 
 def scifact_windows(n_chunks: int, window: int = 64) -> list[str]:

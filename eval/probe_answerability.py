@@ -1,4 +1,4 @@
-"""Which signal tells an answerable SQuAD 2.0 question from an unanswerable one? (issue 4)
+"""Which signal tells an answerable SQuAD 2.0 question from an unanswerable one?
 
 Input: a ``rag eval answers`` report (SQuAD 2.0, texts kept, ideally run with a reranker so its
 score is recorded). For the questions the model *answered* (its own refusals already counted),
@@ -7,7 +7,7 @@ each candidate signal is scored by its ROC AUC, answerable (positive) vs unanswe
 * the gate's signals recorded per question: best dense cosine, BM25 ratio, best cross-encoder score;
 * lexical coverage: the share of the question's BM25 terms found in the cited passage;
 * self-consistency, when the run recorded it (``--set consistency_samples=N``): how far answers
-  sampled at a higher temperature agree with the greedy one (``rag.prompt.agreement``);
+  sampled at a higher temperature agree with the greedy one (``rag.answering.prompt.agreement``);
 * ``--llm``: the local LLM as a verifier, P(yes) to "Can this exact question be answered from the
   passage alone?" given the cited passage (first-token probabilities of yes/no).
 
@@ -65,9 +65,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from eval.answers import load_qa
+    from rag.answering.prompt import format_passages
     from rag.config import get_settings
     from rag.index import Index
-    from rag.prompt import format_passages
 
     report = json.loads(args.report.read_text(encoding="utf-8"))
     records = [r for r in report["records"] if not r["refused"] and r["cited_docs"] and r.get("question")]
@@ -83,7 +83,7 @@ def main() -> None:
     if args.llm:
         from llama_cpp import Llama
 
-        from rag.models import resolve_gguf
+        from rag.models.gguf import resolve_gguf
 
         s = get_settings().model_copy(update={"llm_model": report.get("model") or get_settings().llm_model})
         llm = Llama(model_path=str(resolve_gguf(s.llm_model)), n_ctx=s.llm_context_tokens, n_threads=s.llm_threads,

@@ -18,9 +18,9 @@ import ir_measures
 from ir_measures import AP, RR, R, nDCG
 from tqdm.auto import tqdm
 
-from eval.datasets import RetrievalSet
 from rag.config import Settings
-from rag.retrieve import HybridRetriever
+from rag.datasets import RetrievalSet
+from rag.retrieval.retriever import HybridRetriever
 
 MEASURES = [nDCG @ 10, R @ 1, R @ 5, R @ 10, R @ 20, R @ 100, RR @ 10, AP @ 100]
 NAMES = {str(m): n for m, n in zip(MEASURES, ("nDCG@10", "Recall@1", "Recall@5", "Recall@10", "Recall@20",
@@ -90,7 +90,7 @@ def reranker_for(current: Any, s: Settings, model: str | None = None) -> Any:
     """The reranker for a mode's settings: the loaded one, or (once per configuration) the same
     model at another max length or precision, so that ``@rerank_precision=int8`` really measures int8,
     or another local model (``@reranker=models/reranker-l3``) to compare two side by side."""
-    from rag.rerank import CrossEncoderReranker
+    from rag.models.reranker import CrossEncoderReranker
 
     name = model or current.name
     key = (name, s.rerank_max_length, s.rerank_precision)

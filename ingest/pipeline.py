@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from ingest.chunker import Chunker
 from ingest.loaders import Skipped, content_hash, iter_documents
 from rag.config import Settings
-from rag.embed import embedder_languages, make_embedder
+from rag.datasets import RetrievalSet
 from rag.errors import IncompatibleIndexError, InvalidRequestError
 from rag.index import (
     Index,
@@ -31,6 +31,7 @@ from rag.index import (
     fingerprint_mismatch,
     write_version,
 )
+from rag.models.embedder import embedder_languages, make_embedder
 from rag.protocols import Embedder
 from rag.text import Tokenizer, detect_lang
 from rag.types import Chunk, Document
@@ -140,6 +141,15 @@ def embed_chunks(embedder: Embedder, chunks: Sequence[Chunk], batch_size: int, p
     return vectors
 
 
+@dataclass
+class _Plan:
+    """What a run changes: new document rows and their chunks, and the ids whose old rows go."""
+
+    new_docs: list[NewDoc] = field(default_factory=list)
+    new_chunks: list[Chunk] = field(default_factory=list)
+    remove_ids: list[str] = field(default_factory=list)
+
+
 def ingest(paths: Sequence[Path | str], index_dir: Path | str, settings: Settings, *,
            prune: bool = False, delete: Sequence[str] = (), rebuild: bool = False,
            embedder: Embedder | None = None, progress: bool = True,
@@ -147,6 +157,7 @@ def ingest(paths: Sequence[Path | str], index_dir: Path | str, settings: Setting
            crash_hook: Callable[[str], None] | None = None) -> IngestReport:
     """Bring the index at ``index_dir`` in line with ``paths`` (and/or ``documents``) and commit.
 
+    Steps: load the sources, choose and check the embedder, plan (hash, chunk), embed, commit.
     Holds the index's writer lock for the whole run: a second concurrent ingest fails fast
     with :class:`IndexLockedError`; readers keep using the committed version meanwhile.
     """
@@ -154,23 +165,10 @@ def ingest(paths: Sequence[Path | str], index_dir: Path | str, settings: Setting
     index_dir = Path(index_dir)
     report = IngestReport(index_dir=str(index_dir))
     tokenizer = Tokenizer(settings.tokenizer_stem, settings.tokenizer_stopwords, settings.tokenizer_korean)
-
     with IndexLock(index_dir):
-        base = None
-        if not rebuild and current_version_dir(index_dir) is not None:
-            base = Index.open(index_dir)
-        sources = list(iter_documents(paths, int(settings.max_file_mb * 1e6))) if paths else []
-        sources += list(documents or [])
-        if embedder is None:
-            name = settings.embedder
-            if name == AUTO:
-                name = base.embedder_name if base else choose_embedder(
-                    [d for d in sources if isinstance(d, Document)])
-            embedder = make_embedder(name, settings.embed_threads)
-        if base is not None and base.embedder_name != embedder.name:
-            # Checked before loading the model, so that a mismatch fails fast.
-            _check_compatible(base, {"embedder": {"name": embedder.name}}, keys=("embedder",))
-        embedder.load()
+        base = Index.open(index_dir) if not rebuild and current_version_dir(index_dir) is not None else None
+        sources = _load_sources(paths, documents, settings)
+        embedder = _ready_embedder(embedder, settings, base, sources)
         wanted = index_settings(settings, embedder, tokenizer)
         if base is not None:
             _check_compatible(base, wanted)
@@ -180,71 +178,109 @@ def ingest(paths: Sequence[Path | str], index_dir: Path | str, settings: Setting
             raise InvalidRequestError(f"cannot delete unknown document id(s): {', '.join(missing[:5])}")
         chunker = Chunker(embedder.count_tokens, wanted["chunking"]["max_tokens"], embedder.overhead,
                           wanted["chunking"]["overlap"])
-
-        seen: set[str] = set()
-        new_docs: list[NewDoc] = []
-        new_chunks: list[Chunk] = []
-        replaced: list[str] = []
-        with tqdm(sources, desc="chunking", unit="doc", disable=not progress or len(sources) < 50) as bar:
-            for item in bar:
-                if isinstance(item, Skipped):
-                    report.skipped.append(item)
-                    continue
-                if item.doc_id in seen:
-                    report.skipped.append(Skipped(item.source, f"duplicate document id {item.doc_id!r}"))
-                    continue
-                seen.add(item.doc_id)
-                if item.doc_id in delete:  # deleted in the same run: not re-added
-                    continue
-                digest = content_hash(item)
-                old = known.get(item.doc_id)
-                if old == digest:
-                    report.unchanged += 1
-                    continue
-                chunks = chunker.chunk(item)
-                if not chunks:
-                    report.skipped.append(Skipped(item.source, "no text content"))
-                    continue
-                if old is None:
-                    report.added += 1
-                else:
-                    report.updated += 1
-                    replaced.append(item.doc_id)
-                new_chunks.extend(chunks)
-                new_docs.append(NewDoc(item.doc_id, item.title, item.source, item.format, digest,
-                                       len(chunks), len(item.text), detect_lang(item.text[:5000]),
-                                       dict(item.metadata)))
-        delete_set = set(delete)
-        removed = [d for d in known if d in delete_set or (prune and d not in seen)]
-        # A changed document already counted as updated; a pruned/deleted one as removed.
-        report.removed = len([d for d in removed if d not in replaced])
-        remove_ids = sorted(set(replaced) | set(removed))
-
-        if base is not None and not new_chunks and not remove_ids:
+        plan = _plan(sources, known, set(delete), prune, chunker, report, progress)
+        if base is not None and not plan.new_chunks and not plan.remove_ids:
             # Nothing changed: no new version (a new or rebuilt index is committed even if empty).
-            report.version = base.version
-            report.chunks_total = base.n_chunks
-            report.documents_total = int(base.manifest["counts"]["documents"])
-            report.seconds = time.perf_counter() - t0
+            _report_totals(report, base)
             base.close()
             collect_garbage(index_dir, settings.keep_versions)
-            return report
-
-        t_embed = time.perf_counter()
-        vectors = embed_chunks(embedder, new_chunks, settings.embed_batch_size, progress)
-        report.embed_seconds = time.perf_counter() - t_embed
-        tokens = tokenizer.tokenize_many([c.embed_text() for c in new_chunks])
-        report.chunks_removed = len(base.chunk_ids_of_docs(remove_ids)) if base else 0
-        final = write_version(index_dir, base, wanted, remove_ids, new_docs, new_chunks, vectors, tokens,
-                              dense_settings(settings), settings.keep_versions, crash_hook)
-        report.committed = True
-        report.chunks_added = len(new_chunks)
-        committed = Index.open(index_dir, final)
-        report.version = committed.version
-        report.chunks_total = committed.n_chunks
-        report.documents_total = int(committed.manifest["counts"]["documents"])
-        committed.close()
-        if base is not None:
-            base.close()
+        else:
+            _embed_and_commit(index_dir, base, plan, embedder, tokenizer, wanted, settings, report, progress,
+                              crash_hook)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _load_sources(paths: Sequence[Path | str], documents: Sequence[Document] | None,
+                  settings: Settings) -> list[Document | Skipped]:
+    sources = list(iter_documents(paths, int(settings.max_file_mb * 1e6))) if paths else []
+    return sources + list(documents or [])
+
+
+def _ready_embedder(embedder: Embedder | None, settings: Settings, base: Index | None,
+                    sources: Sequence[Document | Skipped]) -> Embedder:
+    """The embedder to use, loaded: the given one, else the setting's (``auto``: the index's own,
+    or the choice for these documents). A mismatch with the index fails before loading the model."""
+    if embedder is None:
+        name = settings.embedder
+        if name == AUTO:
+            name = base.embedder_name if base else choose_embedder([d for d in sources if isinstance(d, Document)])
+        embedder = make_embedder(name, settings.embed_threads)
+    if base is not None and base.embedder_name != embedder.name:
+        _check_compatible(base, {"embedder": {"name": embedder.name}}, keys=("embedder",))
+    embedder.load()
+    return embedder
+
+
+def _plan(sources: Sequence[Document | Skipped], known: dict[str, str], delete: set[str], prune: bool,
+          chunker: Chunker, report: IngestReport, progress: bool) -> _Plan:
+    """Hash every source against the index: unchanged ones are skipped, new and changed ones chunked;
+    counts go into ``report``."""
+    plan = _Plan()
+    seen: set[str] = set()
+    replaced: list[str] = []
+    with tqdm(sources, desc="chunking", unit="doc", disable=not progress or len(sources) < 50) as bar:
+        for item in bar:
+            if isinstance(item, Skipped):
+                report.skipped.append(item)
+                continue
+            if item.doc_id in seen:
+                report.skipped.append(Skipped(item.source, f"duplicate document id {item.doc_id!r}"))
+                continue
+            seen.add(item.doc_id)
+            if item.doc_id in delete:  # deleted in the same run: not re-added
+                continue
+            digest = content_hash(item)
+            old = known.get(item.doc_id)
+            if old == digest:
+                report.unchanged += 1
+                continue
+            chunks = chunker.chunk(item)
+            if not chunks:
+                report.skipped.append(Skipped(item.source, "no text content"))
+                continue
+            if old is None:
+                report.added += 1
+            else:
+                report.updated += 1
+                replaced.append(item.doc_id)
+            plan.new_chunks.extend(chunks)
+            plan.new_docs.append(NewDoc(item.doc_id, item.title, item.source, item.format, digest, len(chunks),
+                                        len(item.text), detect_lang(item.text[:5000]), dict(item.metadata)))
+    removed = [d for d in known if d in delete or (prune and d not in seen)]
+    # A changed document already counted as updated; a pruned/deleted one as removed.
+    report.removed = len([d for d in removed if d not in replaced])
+    plan.remove_ids = sorted(set(replaced) | set(removed))
+    return plan
+
+
+def _embed_and_commit(index_dir: Path, base: Index | None, plan: _Plan, embedder: Embedder, tokenizer: Tokenizer,
+                      wanted: dict[str, Any], settings: Settings, report: IngestReport, progress: bool,
+                      crash_hook: Callable[[str], None] | None) -> None:
+    t_embed = time.perf_counter()
+    vectors = embed_chunks(embedder, plan.new_chunks, settings.embed_batch_size, progress)
+    report.embed_seconds = time.perf_counter() - t_embed
+    tokens = tokenizer.tokenize_many([c.embed_text() for c in plan.new_chunks])
+    report.chunks_removed = len(base.chunk_ids_of_docs(plan.remove_ids)) if base else 0
+    final = write_version(index_dir, base, wanted, plan.remove_ids, plan.new_docs, plan.new_chunks, vectors,
+                          tokens, dense_settings(settings), settings.keep_versions, crash_hook)
+    report.committed = True
+    report.chunks_added = len(plan.new_chunks)
+    committed = Index.open(index_dir, final)
+    _report_totals(report, committed)
+    committed.close()
+    if base is not None:
+        base.close()
+
+
+def _report_totals(report: IngestReport, index: Index) -> None:
+    report.version = index.version
+    report.chunks_total = index.n_chunks
+    report.documents_total = int(index.manifest["counts"]["documents"])
+
+
+def ingest_dataset(data: RetrievalSet, index_dir: Path | str, settings: Settings, progress: bool = True
+                   ) -> IngestReport:
+    """Ingest a labelled data set's corpus into ``index_dir`` (incremental: an up-to-date index is reused)."""
+    paths = [data.corpus_path] if data.corpus_path else []
+    return ingest(paths, index_dir, settings, documents=data.documents, progress=progress)

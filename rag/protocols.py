@@ -2,14 +2,22 @@
 
 Constructors are cheap; models load lazily on first use (or explicitly via ``load()``), so
 that the API can load them once in its lifespan and tests can share one per session.
+
+* :class:`Embedder` — texts to vectors (``rag.models.embedder``)
+* :class:`Reranker` — (query, passage) scores (``rag.models.reranker``)
+* :class:`Generator` — chat messages to streamed text (``rag.models.generator``)
+* :class:`Retriever` — a query to ranked hits (``rag.retrieval.retriever``)
+* :class:`IndexBackend` — what a retriever reads from an index (``rag.index.store``)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from rag.types import Chunk, Filters, GenParams, SearchResult
 
 
 @runtime_checkable
@@ -50,3 +58,51 @@ class Reranker(Protocol):
     def score_with_logits(self, query: str, passages: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(scores, raw logits): the interpolation may mix logits, which a sigmoid would squash."""
         ...
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """An LLM behind a chat interface; ``stream`` yields text deltas."""
+
+    name: str
+    context_tokens: int
+
+    def load(self) -> None: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def stream(self, messages: Sequence[dict[str, str]], params: GenParams) -> Iterator[str]: ...
+
+
+class IndexBackend(Protocol):
+    """What retrieval reads from an index version: lexical and dense search plus the chunk store."""
+
+    manifest: dict[str, Any]
+    bm25: Any  # .search(tokens, k, allowed) -> (ids, scores); .ceiling(tokens) -> float
+    dense: Any  # .search(vector, k, allowed) -> (ids, scores)
+    tokenizer: Any  # callable: text -> list of BM25 terms
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def embedder_name(self) -> str: ...
+
+    def chunks_by_ids(self, ids: Sequence[int]) -> dict[int, Chunk]: ...
+
+    def allowed_chunk_ids(self, filters: Filters) -> np.ndarray: ...
+
+    def doc_hashes(self) -> dict[str, str]: ...
+
+    def check_embedder(self, name: str, dim: int, fingerprint: str | None = None) -> None: ...
+
+
+class Retriever(Protocol):
+    """A query to ranked hits, with per-stage timings."""
+
+    index: IndexBackend
+    embedder: Embedder
+    reranker: Reranker | None
+
+    def search(self, query: str, k: int | None = None, mode: str | None = None, rerank: bool | None = None,
+               filters: Filters | None = None) -> SearchResult: ...

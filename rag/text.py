@@ -67,6 +67,13 @@ def _get_kiwi():
         return _kiwi
 
 
+def warm_up(korean: str = "kiwi") -> None:
+    """Load what the first Korean query would otherwise load (Kiwi's model takes seconds), and run
+    it once: servers call this at start-up so that no request pays for it."""
+    if korean == "kiwi":
+        _get_kiwi().tokenize("형태소 분석을 미리 불러옵니다.")
+
+
 class Tokenizer:
     """BM25 analyser. Cheap to build; Kiwi loads lazily, the first time Korean text is seen."""
 

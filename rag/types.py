@@ -116,3 +116,14 @@ class SearchResult:
     dense_used: bool = False
     query_lang: str = "en"
     n_candidates: int = 0
+
+
+@dataclass(frozen=True)
+class GenParams:
+    """Sampling parameters of one generation."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    seed: int | None = 0
+    stop: tuple[str, ...] = field(default_factory=tuple)

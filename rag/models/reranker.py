@@ -1,15 +1,15 @@
 """Cross-encoder reranking (sentence-transformers ``CrossEncoder``).
 
-No cross-encoder ships on PyPI, so the project trains its own (``rag train-reranker``); any
-local directory or model name a user has works too. ``make_reranker`` returns None for 'none'
-and for a configured path that does not exist, with the reason, so the service runs without
-reranking and says so instead of failing.
+No cross-encoder ships on PyPI, so the project trains its own (``rag train-reranker``) and ships
+it with the package (``RAG_RERANKER=bundled``, the default: :mod:`rag.models.bundled`). Any local
+directory works too, and ``hf:ORG/NAME`` loads one from the Hugging Face hub. ``make_reranker``
+returns None for 'none' and for a configured directory that does not exist, with the reason, so
+the service runs without reranking and says so instead of failing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import warnings
 from collections.abc import Sequence
@@ -18,6 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from rag.errors import ConfigError
+from rag.models import bundled
+from rag.models.hf import HUB_PREFIX, ModelSource, load_cross_encoder, model_source
+
+BUNDLED = "bundled"
 
 PRECISIONS = ("float32", "bfloat16", "int8")
 
@@ -43,27 +47,21 @@ class CrossEncoderReranker:
         with self._lock:
             if self._model is not None:
                 return
-            if os.path.isdir(self.name):
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            try:
+            if self.name == BUNDLED:
+                source = ModelSource(str(bundled.verified_dir("reranker")), local=True)
+            else:
+                source = model_source(self.name, "reranker")
+            model = load_cross_encoder(source, self.max_length, self.threads)
+            if self.precision == "int8":
                 import torch
-                from sentence_transformers import CrossEncoder
-                from transformers.utils import logging as hf_logging
 
-                hf_logging.disable_progress_bar()
-                if self.threads:
-                    torch.set_num_threads(self.threads)
-                model = CrossEncoder(self.name, max_length=self.max_length, device="cpu")
-                if self.precision == "int8":
-                    # Dynamic int8 quantisation of the Linear layers: weights int8, activations
-                    # quantised per batch. No extra runtime; the CPU matmuls dominate reranking.
-                    with warnings.catch_warnings():  # torch's own deprecation notice, once per load
-                        warnings.simplefilter("ignore", UserWarning)
-                        torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8,
-                                                               inplace=True)
-                self._model = model
-            except Exception as exc:
-                raise ConfigError(f"cannot load reranker {self.name!r}: {exc}") from exc
+                # Dynamic int8 quantisation of the Linear layers: weights int8, activations
+                # quantised per batch. No extra runtime; the CPU matmuls dominate reranking.
+                with warnings.catch_warnings():  # torch's own deprecation notice, once per load
+                    warnings.simplefilter("ignore", UserWarning)
+                    torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8,
+                                                           inplace=True)
+            self._model = model
 
     def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
         """The model's scores (its own activation of its logits) for ``passages``, in order."""
@@ -96,16 +94,24 @@ class CrossEncoderReranker:
 
 def make_reranker(setting: str, max_length: int = 256, threads: int | None = None, precision: str = "float32"
                   ) -> tuple[CrossEncoderReranker | None, str]:
-    """(reranker or None, a one-line status for `rag info`, /readyz and eval reports)."""
+    """(reranker or None, a one-line status for `rag info`, /readyz and eval reports). Not loaded yet."""
     if not setting or setting.lower() == "none":
         return None, "off (RAG_RERANKER=none)"
-    tag = f" ({precision})" if precision != "float32" else ""
+    tag = f", {precision}" if precision != "float32" else ""
+    if setting == BUNDLED:
+        card = bundled.describe("reranker")
+        return (CrossEncoderReranker(BUNDLED, max_length, threads=threads, precision=precision),
+                f"on (bundled {card}{tag})")
+    if setting.startswith(HUB_PREFIX):
+        return (CrossEncoderReranker(setting, max_length, threads=threads, precision=precision),
+                f"on ({setting}, model hub{tag})")
     path = Path(setting).expanduser()
-    if path.exists():
-        return (CrossEncoderReranker(str(path), max_length, threads=threads, precision=precision),
-                f"on: {path}{tag}")
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or setting.startswith((".", "/", "~")):
-        # Offline, a name that is not a local directory cannot load: run without reranking.
+    if not path.is_dir():
         return None, f"off: no reranker at {path} (train one: rag train-reranker --out {path})"
-    reranker = CrossEncoderReranker(setting, max_length, threads=threads, precision=precision)
-    return reranker, f"on: {setting} (model hub){tag}"
+    return CrossEncoderReranker(str(path), max_length, threads=threads, precision=precision), f"on ({path}{tag})"
+
+
+def reranker_status(settings) -> str:
+    """What ``make_reranker`` would say for these settings, without loading anything."""
+    return make_reranker(settings.reranker, settings.rerank_max_length, settings.embed_threads,
+                         settings.rerank_precision)[1]

@@ -1,4 +1,5 @@
-"""Evaluation data sets as (corpus documents, queries, qrels), BEIR-style.
+"""Labelled data sets as (corpus documents, queries, qrels), BEIR-style, and their fixed
+train/dev/heldout parts: read by the evals and by model training.
 
 KorQuAD 1.0's licence (CC BY-ND) forbids storing derived files, so its retrieval view is
 built here in memory at run time and never written to disk.
@@ -14,8 +15,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eval.common import read_jsonl
 from rag.types import Document
+
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    """The JSON objects of a JSON Lines file (blank lines skipped)."""
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
 
 HELDOUT_SEED = "rag-heldout-v1"
 

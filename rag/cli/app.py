@@ -1,0 +1,75 @@
+"""The ``rag`` Typer application and the one place where errors become exit codes.
+
+Exit codes: 0 success · 1 a library error (``RagError``: nothing was changed) · 2 invalid usage
+(bad options or arguments, an impossible request) · 3 ``ingest --strict`` and some inputs were
+skipped (the index was still updated with everything else).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, NoReturn, Optional, TypeVar
+
+import typer
+from rich.console import Console
+
+from rag.config import Settings, get_settings
+from rag.errors import InvalidRequestError, RagError
+
+EXIT_ERROR, EXIT_USAGE, EXIT_SKIPPED = 1, 2, 3
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Retrieval-augmented QA: ingest documents, search, ask, evaluate.")
+out = Console()
+err = Console(stderr=True)
+
+IndexOpt = Annotated[Optional[Path], typer.Option("--index", "-i", help="Index directory (default: RAG_INDEX_DIR).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+F = TypeVar("F", bound=Callable)
+
+
+def exit_code(exc: RagError) -> int:
+    """An impossible request is a usage error (2); every other library error is 1."""
+    return EXIT_USAGE if isinstance(exc, InvalidRequestError) else EXIT_ERROR
+
+
+def fail(exc: RagError) -> NoReturn:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    raise typer.Exit(exit_code(exc))
+
+
+def usage_error(message: str) -> NoReturn:
+    err.print(f"error: {message}", highlight=False)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def command(group: typer.Typer = app, name: str | None = None) -> Callable[[F], F]:
+    """Register a command on ``group``; a ``RagError`` it raises becomes a message and an exit code."""
+    def register(fn: F) -> F:
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except RagError as exc:
+                fail(exc)
+        group.command(name)(run)
+        return fn
+    return register
+
+
+@app.callback()
+def _check_settings() -> None:
+    """Settings are read before any command, so a bad RAG_* value is one clear line (exit 1)."""
+    try:
+        get_settings()
+    except RagError as exc:
+        fail(exc)
+
+
+def settings_and_index(index: Path | None) -> tuple[Settings, Path]:
+    settings = get_settings()
+    return settings, index or settings.index_dir

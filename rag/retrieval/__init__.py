@@ -1,0 +1,2 @@
+"""Retrieval: BM25 and dense lists (``retriever``), their fusion (``fusion``), and the factory
+that assembles a retriever from settings (``factory``)."""
