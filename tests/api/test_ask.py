@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from rag.config import Settings
+from tests.conftest import ScriptedLLM
 
 
 @pytest.fixture(scope="module")
@@ -22,18 +23,59 @@ def client(index_dir, smollm2):
         yield c
 
 
-def test_ask_answers_with_the_documented_shape(client):
+ANSWER_KEYS = {"answer", "refused", "refusal_reason", "citations", "timings_ms", "model", "index_version"}
+CITATION_KEYS = {"n", "doc_id", "chunk_id", "title", "source", "snippet", "score"}
+
+
+def test_ask_with_the_real_model_goes_through_it(client):
     r = client.post("/ask", json={"question": "What does the parameter k1 control in BM25?", "max_tokens": 24})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"answer", "refused", "refusal_reason", "citations", "timings_ms", "model", "index_version"}
-    assert body["model"] == "smollm2" and body["index_version"] == 1
-    assert {"retrieve", "rerank", "generate", "total"} <= set(body["timings_ms"])
-    for c in body["citations"]:
-        assert set(c) == {"n", "doc_id", "chunk_id", "title", "source", "snippet", "score"}
-    if body["refused"]:
-        assert body["citations"] == []
+    assert set(body) == ANSWER_KEYS and body["model"] == "smollm2" and body["index_version"] == 1
+    assert {"retrieve", "rerank", "generate", "ttft", "total"} <= set(body["timings_ms"])
+    assert body["timings_ms"]["generate"] > 0  # the gate let it through: the model answered or refused
     assert client.get("/readyz").json()["generator"] == "local: smollm2"
+
+
+@pytest.fixture
+def scripted_client(index_dir, smollm2):
+    """The real service with its LLM replaced by one that replays a fixed cited answer."""
+    settings = Settings(_env_file=None, index_dir=index_dir, llm_model="smollm2", llm_context_tokens=2048,
+                        reranker="none", max_tokens=32)
+    with TestClient(create_app(settings)) as c:
+        c.app.state.engine.generator = ScriptedLLM(["k1 controls term-frequency ", "saturation [1]."],
+                                                   smollm2.count_tokens)
+        yield c
+
+
+def test_ask_answers_with_the_documented_shape(scripted_client):
+    body = scripted_client.post("/ask", json={"question": "What does the parameter k1 control in BM25?"}).json()
+    assert set(body) == ANSWER_KEYS and not body["refused"] and body["refusal_reason"] is None
+    assert body["answer"] == "k1 controls term-frequency saturation [1]." and body["model"] == "scripted"
+    (cite,) = body["citations"]
+    assert set(cite) == CITATION_KEYS and cite["n"] == 1 and cite["doc_id"] == "bm25.md"
+    assert "saturation" in cite["snippet"] and len(cite["snippet"]) <= 300
+
+
+def test_streamed_answer_is_the_deltas_then_the_checked_answer(scripted_client):
+    with scripted_client.stream("POST", "/ask", json={"question": "What does the parameter k1 control in BM25?",
+                                                      "stream": True}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = _sse(r)
+    assert [k for k, _ in events] == ["delta", "delta", "answer"]
+    assert "".join(d["text"] for k, d in events if k == "delta") == "k1 controls term-frequency saturation [1]."
+    final = events[-1][1]
+    assert set(final) == ANSWER_KEYS and not final["refused"] and [c["n"] for c in final["citations"]] == [1]
+
+
+def _sse(response) -> list[tuple[str, dict]]:
+    events, current = [], None
+    for line in response.iter_lines():
+        if line.startswith("event:"):
+            current = line.split(":", 1)[1].strip()
+        elif line.startswith("data:"):
+            events.append((current, json.loads(line.split(":", 1)[1])))
+    return events
 
 
 def test_out_of_corpus_question_refused_by_the_gate(client):
@@ -42,26 +84,20 @@ def test_out_of_corpus_question_refused_by_the_gate(client):
     assert 'rag_refusals_total{reason="gate"} 1.0' in client.get("/metrics").text
 
 
-def test_streaming_sends_deltas_then_one_final_event(client):
+def test_streaming_with_the_real_model_sends_deltas_then_one_final_event(client):
     with client.stream("POST", "/ask", json={"question": "How does HNSW search vectors?", "stream": True,
                                              "max_tokens": 16}) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-        events, current = [], None
-        for line in r.iter_lines():
-            if line.startswith("event:"):
-                current = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                events.append((current, json.loads(line.split(":", 1)[1])))
+        events = _sse(r)
     kinds = [k for k, _ in events]
-    assert kinds[-1] == "answer" and kinds.count("answer") == 1
-    final = events[-1][1]
-    if not final["refused"]:
-        assert "delta" in kinds and "".join(d["text"] for k, d in events if k == "delta").strip()
-    # Accept: text/event-stream works too
+    assert kinds[-1] == "answer" and kinds.count("answer") == 1 and kinds[:-1] == ["delta"] * (len(kinds) - 1)
+    assert "".join(d["text"] for k, d in events if k == "delta").strip()  # the model streamed text
+    # Accept: text/event-stream works too; a gate refusal is one answer event and no delta
     with client.stream("POST", "/ask", json={"question": "What is lasagna?"},
                        headers={"Accept": "text/event-stream"}) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
-        assert any(line.startswith("event: answer") for line in r.iter_lines())
+        events = _sse(r)
+    assert [k for k, _ in events] == ["answer"] and events[0][1]["refused"]
 
 
 @pytest.mark.parametrize("payload", [{"question": ""}, {"question": "  "}, {"question": "x" * 2001},

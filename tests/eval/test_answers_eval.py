@@ -5,6 +5,8 @@ import json
 import numpy as np
 import pytest
 
+from rag.datasets import part_of
+
 from eval.answers import (
     Record,
     contains_gold,
@@ -74,8 +76,10 @@ def test_load_qa_matches_the_beir_ids_and_splits_by_article():
     assert name == "qa" and [d.doc_id for d in docs] == ["tinysquad-00-000", "tinysquad-00-001"]
     assert {i.qid: i.impossible for i in items} == {"q1": False, "q2": False, "q3": True, "q4": False}
     assert items[0].answers == ("Alma Rudd",) and items[2].answers == ()
-    parts = {len(select(items, p)) for p in ("heldout", "dev", "train")}
-    assert sum(parts) in (0, 4) and len(select(items, "all", limit=2)) == 2
+    parts = {p: [i.qid for i in select(items, p)] for p in ("heldout", "dev", "train")}
+    assert sorted(q for qids in parts.values() for q in qids) == ["q1", "q2", "q3", "q4"]  # each in one part
+    assert [p for p, qids in parts.items() if qids] == [part_of("article:tinysquad-00")]  # one article, one part
+    assert len(select(items, "all", limit=2)) == 2
 
 
 def test_gate_threshold_choice_meets_the_out_of_corpus_target():

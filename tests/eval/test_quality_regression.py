@@ -9,12 +9,12 @@ import random
 
 import pytest
 
-from eval.datasets import RetrievalSet, load_beir
 from eval.retrieval import parse_modes, run_eval
 from ingest.pipeline import ingest
 from rag.config import Settings
+from rag.datasets import RetrievalSet, load_beir
 from rag.index import Index
-from rag.retrieve import HybridRetriever
+from rag.retrieval.retriever import HybridRetriever
 from rag.types import Document
 
 # Measured 2026-11-23 (nDCG@10 on this slice): see the README's retrieval section.

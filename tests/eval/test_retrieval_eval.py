@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from eval.datasets import load_beir, load_korquad, part_of, split_key
 from eval.retrieval import doc_run, parse_modes, percentile
+from rag.datasets import load_beir, load_korquad, part_of, split_key
 from rag.types import Chunk, Hit
 from tests.test_cli import rag
 
@@ -78,8 +78,8 @@ def test_rag_eval_retrieval_writes_json_markdown_and_png(beir_dir, tmp_path):
     assert r.returncode != 0 and "reranker" in r.stderr
 
 
-def test_korquad_view_is_built_in_memory(shared_data):
-    data = load_korquad(shared_data / "korquad1_dev" / "KorQuAD_v1.0_dev.json")
+def test_korquad_view_is_built_in_memory(korquad_file):
+    data = load_korquad(korquad_file)
     assert len(data.queries) == 5774 and len(data.documents) >= 960
     assert all(len(rel) == 1 for rel in data.qrels.values())
     assert data.corpus_path is None
@@ -95,7 +95,7 @@ def test_beir_loader(shared_data):
 def test_a_mode_overriding_rerank_precision_gets_its_own_reranker():
     from eval.retrieval import reranker_for
     from rag.config import Settings
-    from rag.rerank import CrossEncoderReranker
+    from rag.models.reranker import CrossEncoderReranker
 
     fp32 = CrossEncoderReranker("some/model", max_length=256)  # constructors are cheap: nothing loads
     s = Settings(_env_file=None, rerank_max_length=256, rerank_precision="float32")

@@ -9,7 +9,7 @@ import time
 
 from ingest.pipeline import ingest
 from rag.config import Settings
-from rag.embed import make_embedder
+from rag.models.embedder import make_embedder
 
 
 def main() -> None:

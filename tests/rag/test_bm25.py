@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from rank_bm25 import BM25Okapi
 
-from rag.bm25 import BM25Index, TermMatrix
+from rag.index.bm25 import BM25Index, TermMatrix
 from rag.text import Tokenizer
 
 

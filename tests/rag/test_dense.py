@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rag.dense import DenseIndex
+from rag.index.dense import DenseIndex
 
 
 def unit(rows):

@@ -1,6 +1,6 @@
 import pytest
 
-from rag.fusion import convex, normalize, ranked, rrf
+from rag.retrieval.fusion import convex, normalize, ranked, rrf
 
 
 def test_rrf_hand_computed():

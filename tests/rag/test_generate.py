@@ -11,8 +11,11 @@ import time
 import httpx
 import pytest
 
-from rag.generate import GeneratorError, GeneratorTimeout, GenParams, HFGenerator, OpenAIGenerator
-from rag.models import resolve_gguf
+from api.errors import status_of
+from rag.errors import GeneratorError, GeneratorTimeout
+from rag.models.generator import HFGenerator, OpenAIGenerator
+from rag.types import GenParams
+from rag.models.gguf import resolve_gguf
 
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello."}]
 
@@ -64,7 +67,7 @@ def test_unreachable_backend_is_a_502_after_retries():
     gen = OpenAIGenerator(f"http://127.0.0.1:{free_port()}", "m", retries=1, timeout=5)
     with pytest.raises(GeneratorError, match="unreachable") as err:
         list(gen.stream(MESSAGES, GenParams()))
-    assert err.value.http_status == 502
+    assert type(err.value) is GeneratorError and status_of(err.value) == 502
 
 
 def test_silent_backend_times_out_as_504():
@@ -88,7 +91,7 @@ def test_silent_backend_times_out_as_504():
         gen = OpenAIGenerator(f"http://127.0.0.1:{srv.getsockname()[1]}", "m", retries=0, timeout=1.0)
         with pytest.raises(GeneratorTimeout) as err:
             list(gen.stream(MESSAGES, GenParams()))
-        assert err.value.http_status == 504
+        assert status_of(err.value) == 504
     finally:
         stop.set()
         t.join()

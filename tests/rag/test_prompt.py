@@ -1,6 +1,6 @@
 import pytest
 
-from rag.prompt import (
+from rag.answering.prompt import (
     REFUSAL,
     agreement,
     build_messages,
@@ -67,7 +67,7 @@ def test_refusals_detected_in_english_and_korean():
 
 
 def test_citation_repair_cites_the_passage_holding_the_answers_own_terms():
-    from rag.prompt import add_citation, repair_citations, support
+    from rag.answering.prompt import add_citation, repair_citations, support
 
     tok = str.split
     passages = [tok("the lighthouse has a red lamp"), tok("alma rudd built the lighthouse in 1887")]
@@ -84,7 +84,7 @@ def test_citation_repair_cites_the_passage_holding_the_answers_own_terms():
 
 
 def test_prompt_v3_puts_worked_examples_before_the_real_question():
-    from rag.prompt import few_shot_messages
+    from rag.answering.prompt import few_shot_messages
 
     v3 = build_messages("What is k1?", [("t", "k1 controls saturation.")], "en", version=3)
     v1 = build_messages("What is k1?", [("t", "k1 controls saturation.")], "en", version=1)

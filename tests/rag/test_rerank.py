@@ -8,8 +8,8 @@ import pytest
 
 from rag.config import Settings
 from rag.index import Index
-from rag.rerank import CrossEncoderReranker, make_reranker
-from rag.retrieve import HybridRetriever
+from rag.models.reranker import CrossEncoderReranker, make_reranker
+from rag.retrieval.retriever import HybridRetriever
 from rag.training import TrainConfig, mine_groups, train_cross_encoder
 
 
@@ -56,7 +56,7 @@ def test_reduced_precision_reranker_keeps_the_scores_of_the_float_model(tiny_mod
                 "FAISS stores dense vectors.", "The saturation of BM25 term frequency is set by k1."]
     fp32, _ = make_reranker(str(tiny_model), max_length=64)
     low, status = make_reranker(str(tiny_model), max_length=64, precision=precision)
-    assert status.endswith(f"({precision})")
+    assert status.endswith(f", {precision})")
     a, b = fp32.score("BM25 saturation", passages), low.score("BM25 saturation", passages)
     assert a.shape == b.shape == (4,) and b.dtype == np.float32
     assert np.corrcoef(a, b)[0, 1] > 0.9
@@ -127,10 +127,16 @@ def test_unanswerable_groups_train_against_the_zero_anchor(retriever, tmp_path):
     assert report.steps == 1 and np.isfinite(report.losses).all()
 
 
-def test_the_cross_encoder_satisfies_the_reranker_protocol():
-    from rag.protocols import Reranker
-
-    assert isinstance(CrossEncoderReranker("some/model"), Reranker)
+def test_scores_are_one_per_passage_in_order_and_match_the_logits(tiny_model):
+    reranker = CrossEncoderReranker(str(tiny_model), max_length=64)
+    passages = ["k1 controls term-frequency saturation in BM25.", "HNSW builds a graph.", "Lasagna recipe."]
+    scores, logits = reranker.score_with_logits("What does k1 control in BM25?", passages)
+    assert scores.shape == logits.shape == (3,) and scores.dtype == np.float32
+    assert np.allclose(scores, 1 / (1 + np.exp(-logits)), atol=1e-5)  # the 1-logit head's sigmoid
+    assert np.array_equal(reranker.score("What does k1 control in BM25?", passages), scores)
+    reversed_scores = reranker.score("What does k1 control in BM25?", passages[::-1])
+    assert np.allclose(reversed_scores[::-1], scores, atol=1e-5)  # order in, order out
+    assert reranker.score("q", []).shape == (0,)
 
 
 def test_a_distilled_student_keeps_fewer_layers_and_reloads(tiny_model, retriever, tmp_path):

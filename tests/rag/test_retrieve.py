@@ -3,7 +3,7 @@ import pytest
 from rag.config import Settings
 from rag.errors import EmbedderMismatchError, InvalidRequestError
 from rag.index import Index
-from rag.retrieve import HybridRetriever
+from rag.retrieval.retriever import HybridRetriever
 from rag.types import Filters
 
 

@@ -11,10 +11,10 @@ import pytest
 
 from ingest.pipeline import ingest
 from rag.config import Settings
-from rag.embed import META_FILE, embedder_languages, make_embedder
 from rag.errors import ConfigError, EmbedderMismatchError, IncompatibleIndexError
 from rag.index import Index, fingerprint_mismatch
-from rag.retrieve import HybridRetriever
+from rag.models.embedder import META_FILE, embedder_languages, make_embedder
+from rag.retrieval.retriever import HybridRetriever
 from rag.training import EmbedderTrainConfig, Group, title_queries, train_bi_encoder
 
 GROUPS = [
@@ -25,6 +25,17 @@ GROUPS = [
     Group("how are ranked lists merged", "Reciprocal rank fusion adds 1/(k + rank) over the lists.",
           ("Korean text needs a morphological analyser.",), "toy"),
     Group("is this answerable", "A paragraph the question was written against.", ("x",), "toy", answerable=False),
+]
+
+
+# Queries the training never saw (reworded), about the same passages: fine-tuning must carry over.
+UNSEEN = [
+    Group("which parameter saturates the frequency of terms", "k1 controls term-frequency saturation in BM25.",
+          ("FAISS stores dense vectors in flat or HNSW indexes.",), "toy"),
+    Group("what is the k1 parameter for", "k1 controls term-frequency saturation in BM25.",
+          ("FAISS stores dense vectors in flat or HNSW indexes.",), "toy"),
+    Group("how do we merge ranked result lists", "Reciprocal rank fusion adds 1/(k + rank) over the lists.",
+          ("Korean text needs a morphological analyser.",), "toy"),
 ]
 
 
@@ -53,11 +64,11 @@ def test_training_skips_unanswerable_groups_and_saves_a_report(tiny_embedder):
     assert meta["languages"] == "en" and meta["trained_by"] == "rag train-embedder"
 
 
-def test_fine_tuning_moves_queries_towards_their_positives(tiny_embedder, embedder):
+def test_fine_tuning_moves_unseen_queries_towards_their_positives(tiny_embedder, embedder):
     tuned = make_embedder(str(tiny_embedder[0]))
-    before = [margin(embedder, g) for g in GROUPS[:3]]
-    after = [margin(tuned, g) for g in GROUPS[:3]]
-    assert np.mean(after) > np.mean(before)
+    before = [margin(embedder, g) for g in UNSEEN]
+    after = [margin(tuned, g) for g in UNSEEN]
+    assert all(a > b for a, b in zip(after, before)), (before, after)
 
 
 def test_a_fine_tuned_embedder_serves_an_index_and_keeps_its_languages(tiny_embedder, corpus_dir, tmp_path):
