@@ -14,7 +14,7 @@ from pydantic.json_schema import models_json_schema
 from api import errors, middleware
 from api.engine import Engine
 from api.metrics import Metrics
-from api.routes import ask, documents, ops, search
+from api.routes import ask, chat, documents, ops, search
 from api.schemas import DocumentsIn
 from rag.config import Settings, get_settings
 
@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_keys = settings.api_key_list()
     errors.install(app)
     middleware.install(app, app.state.metrics, settings.max_body_mb)
-    for module in (ops, search, ask, documents):
+    for module in (ops, search, ask, chat, documents):
         app.include_router(module.router)
     _document_body_schemas(app)
     return app

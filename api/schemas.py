@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from rag.types import Filters
+from rag.types import Filters, Turn
 
 MAX_QUERY_CHARS = 2000
 
@@ -163,12 +163,33 @@ class ErrorOut(BaseModel):
 ERRORS = {401: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}}
 
 
+MAX_TURNS = 50
+MAX_TURN_CHARS = 8000
+
+
+class TurnIn(BaseModel):
+    """One earlier message of the conversation."""
+
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["user", "assistant"]
+    content: str = Field(..., max_length=MAX_TURN_CHARS)
+
+    def to_turn(self) -> Turn:
+        return Turn(self.role, self.content)
+
+
 class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"question": "What does the k1 parameter of BM25 control?"},
         {"question": "BM25에서 k1은 무엇을 조절하나요?", "top_k": 3, "stream": True},
+        {"question": "What is a typical value for it?", "history": [
+            {"role": "user", "content": "What does the k1 parameter of BM25 control?"},
+            {"role": "assistant", "content": "k1 controls term-frequency saturation [1]."}]},
         {"question": "How do I reduce hallucinations?", "filters": {"source": "*prompting*"}, "temperature": 0.2}]})
     question: str = Field(..., min_length=1, max_length=MAX_QUERY_CHARS)
+    history: list[TurnIn] = Field(default_factory=list, max_length=MAX_TURNS, description=(
+        "Earlier turns of the conversation, oldest first. A follow-up that leans on them is rewritten into a "
+        "standalone search query (returned as `query`); they are context for the answer, never a source."))
     top_k: int | None = Field(None, ge=1, le=20, description="Passages given to the LLM (default RAG_CONTEXT_PASSAGES).")
     filters: FiltersIn | None = None
     stream: bool = Field(False, description="Server-Sent Events: token deltas, then one final 'answer' event.")
@@ -180,6 +201,9 @@ class AskRequest(BaseModel):
 
     def to_filters(self) -> Filters | None:
         return _filters(self.filters)
+
+    def turns(self) -> list[Turn]:
+        return [t.to_turn() for t in self.history]
 
 
 class CitationOut(BaseModel):
@@ -199,4 +223,105 @@ class AskResponse(BaseModel):
     citations: list[CitationOut]
     timings_ms: dict[str, float]
     model: str
+    query: str = Field(description="What was searched: the question, or its standalone rewrite in a conversation.")
+    rewritten: bool
     index_version: int
+
+
+# --- OpenAI-compatible chat completions -------------------------------------------------------
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[dict] | None = Field(None, description="Text, or OpenAI content parts (text parts are used).")
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(str(p.get("text", "")) for p in self.content if p.get("type", "text") == "text")
+        return self.content or ""
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI's chat completion request. The last user message is the question; earlier user and
+    assistant messages are the conversation; system messages are ignored (the service keeps its own
+    grounding rules). ``top_k`` and ``filters`` are this service's extensions."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [
+        {"model": "rag", "messages": [{"role": "user", "content": "What does k1 control in BM25?"}]},
+        {"model": "rag", "stream": True, "messages": [
+            {"role": "user", "content": "What is reciprocal rank fusion?"},
+            {"role": "assistant", "content": "It merges ranked lists by summing 1/(k + rank) [1]."},
+            {"role": "user", "content": "What value of k is usual?"}]}]})
+    model: str = "rag"
+    messages: list[ChatMessage] = Field(..., min_length=1, max_length=MAX_TURNS + 1)
+    stream: bool = False
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1, le=4096)
+    max_completion_tokens: int | None = Field(None, ge=1, le=4096)
+    top_k: int | None = Field(None, ge=1, le=20, description="Passages given to the LLM (extension).")
+    filters: FiltersIn | None = Field(None, description="Restrict retrieval (extension).")
+
+    def question_and_history(self) -> tuple[str, list[Turn]]:
+        """(the last user message, the user/assistant turns before it)."""
+        turns = [Turn(m.role, m.text()) for m in self.messages if m.role in ("user", "assistant")]
+        if not turns or turns[-1].role != "user" or not turns[-1].content.strip():
+            raise ValueError("the last user or assistant message must be a non-empty user message")
+        if len(turns[-1].content) > MAX_QUERY_CHARS:
+            raise ValueError(f"the question is longer than {MAX_QUERY_CHARS} characters")
+        return turns[-1].content, [Turn(t.role, t.content[:MAX_TURN_CHARS]) for t in turns[:-1]]
+
+    def to_filters(self) -> Filters | None:
+        return _filters(self.filters)
+
+
+class RagExtra(BaseModel):
+    """This service's extra field on a chat completion (and on the last stream chunk)."""
+
+    refused: bool
+    refusal_reason: str | None
+    citations: list[CitationOut]
+    query: str
+    rewritten: bool
+    answer: str = Field(description="The checked answer (out-of-range citations removed or repaired); in a "
+                                    "stream it can differ from the concatenated deltas.")
+    timings_ms: dict[str, float]
+    index_version: int
+
+
+class ChatChoiceMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: ChatChoiceMessage
+    finish_reason: Literal["stop", "length"] = "stop"
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    rag: RagExtra
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "rag-service"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

@@ -118,6 +118,14 @@ class Settings(BaseSettings):
     consistency_min_agreement: float = Field(
         0.0, ge=0, le=1, description="Least agreement (0..1) an answer needs with its samples; 0 records the "
         "agreement without refusing on it.")
+    rewrite: Literal["auto", "always", "never"] = Field(
+        "auto", description="Follow-up questions: rewrite into a standalone search query with the LLM 'auto' (when "
+        "the question leans on the conversation: pronouns, 'what about ...', very short), 'always' or 'never'. A "
+        "question without history is never rewritten.")
+    history_turns: int = Field(6, ge=0, le=50, description="Earlier messages of a conversation (user and assistant) "
+                               "shown to the rewrite and the answer, most recent first.")
+    history_tokens: int = Field(600, ge=0, le=8000, description="Token budget of those messages in a prompt; the "
+                                "oldest are dropped first, and passages get what is left.")
     citation_repair: bool = Field(
         True, description="Cite the passage holding most of the answer's own terms when the model cited none, or "
         "when it holds over twice as many as every passage the model cited.")

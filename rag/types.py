@@ -75,6 +75,14 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class Turn:
+    """One earlier message of a conversation: ``role`` is 'user' or 'assistant'."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
 class Answer:
     """A generated answer. A refusal is data (``refused=True``), never an exception."""
 
@@ -87,6 +95,8 @@ class Answer:
     tokens: int = 0  # generated tokens (0 when the gate refused before calling the LLM)
     agreement: float | None = None  # self-consistency of sampled answers (RAG_CONSISTENCY_SAMPLES), else None
     samples: tuple[str, ...] = field(default=(), hash=False, compare=False)  # the sampled answers behind it
+    query: str = ""  # what was searched: the question, or its standalone rewrite in a conversation
+    rewritten: bool = False
 
 
 @dataclass(frozen=True)

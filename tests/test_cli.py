@@ -125,3 +125,23 @@ def test_config_lists_settings_without_secrets():
     values = json.loads(r.stdout)
     assert r.returncode == 0 and values["top_k"] == 7 and values["api_keys"] == "(set)" and "s3cret" not in r.stdout
     assert rag("config", "--markdown").stdout.startswith("# Configuration")
+
+
+def test_ask_with_history_and_chat_in_the_terminal(fixture_index, tmp_path):
+    env = {"RAG_LLM_MODEL": "smollm2", "RAG_LLM_CONTEXT_TOKENS": "2048", "RAG_MAX_TOKENS": "24", "RAG_RERANKER": "none"}
+    history = tmp_path / "history.json"
+    history.write_text(json.dumps([{"role": "user", "content": "What is reciprocal rank fusion?"},
+                                   {"role": "assistant", "content": "It merges ranked lists [1]."}]))
+    r = rag("ask", "What value of k does it use?", "--index", fixture_index, "--history", history, "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    body = json.loads(r.stdout)
+    assert body["rewritten"] is True and body["query"] != "What value of k does it use?"
+    assert body["timings_ms"]["rewrite"] > 0
+    history.write_text('[{"role": "system", "content": "x"}]')
+    r = rag("ask", "x", "--index", fixture_index, "--history", history, env=env)
+    assert r.returncode == 2 and "roles must be" in r.stderr
+    chat = subprocess.run([sys.executable, "-m", "rag.cli", "chat", "--index", str(fixture_index)],
+                          input="What does the parameter k1 control in BM25?\nWho won the 1998 World Cup?\n\n",
+                          capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, **env})
+    assert chat.returncode == 0, chat.stderr
+    assert chat.stdout.count("you> ") == 3 and "refused" in chat.stdout and "bm25.md" in chat.stdout

@@ -1,2 +1,2 @@
 """One router per group of endpoints: ``ops`` (health, readiness, metrics), ``search``, ``ask``,
-``documents``."""
+``chat`` (OpenAI-compatible) and ``documents``."""

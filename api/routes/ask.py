@@ -49,14 +49,15 @@ async def ask(req: AskRequest, request: Request, engine: EngineDep, settings: Se
     filters = req.to_filters()
     params = _params(req, settings)
     if not (req.stream or "text/event-stream" in request.headers.get("accept", "")):
-        answer = await run_in_threadpool(pipeline.answer, req.question, req.top_k, filters, params)
+        answer = await run_in_threadpool(pipeline.answer, req.question, req.top_k, filters, params, req.turns())
         metrics.observe_answer(answer)
         _log_answer(request, answer)
         return _answer_out(answer, version)
 
     cancel = threading.Event()
     # Retrieval runs before the response starts, so that its errors are proper HTTP errors.
-    prepared = await run_in_threadpool(pipeline.prepare, req.question, req.top_k, filters, params.max_tokens)
+    prepared = await run_in_threadpool(pipeline.prepare, req.question, req.top_k, filters, params.max_tokens,
+                                       req.turns())
 
     async def events():
         it = pipeline.stream(req.question, req.top_k, filters, params, cancel, prepared=prepared)

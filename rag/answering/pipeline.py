@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
+from rag.answering.conversation import bounded, clean_rewrite, history_block, needs_rewrite, rewrite_messages
 from rag.answering.gate import GateDecision, retrieval_gate
 from rag.answering.prompt import (
     MIN_PASSAGE_TOKENS,
@@ -29,7 +31,8 @@ from rag.answering.prompt import (
 from rag.config import Settings
 from rag.errors import InvalidRequestError
 from rag.protocols import Generator, Retriever
-from rag.types import Answer, Citation, Filters, GenParams, Hit, SearchResult
+from rag.text import detect_lang
+from rag.types import Answer, Citation, Filters, GenParams, Hit, SearchResult, Turn
 
 
 @dataclass
@@ -40,6 +43,8 @@ class Prepared:
     messages: list[dict[str, str]]
     lang: str
     timings: dict[str, float]
+    query: str = ""  # what was searched (the question, or its standalone rewrite)
+    rewritten: bool = False
 
 
 class AnswerPipeline:
@@ -68,52 +73,81 @@ class AnswerPipeline:
         ratio = (top_bm25 / ceiling) if top_bm25 is not None and ceiling > 0 else None
         return result, retrieval_gate(result, ratio, self.settings, self.retriever.embedder.name)
 
+    def search_query(self, question: str, history: Sequence[Turn] = ()) -> tuple[str, bool]:
+        """(the query to search, whether it was rewritten): a follow-up that leans on the conversation
+        is rewritten by the LLM into a standalone query in its own language; a question that stands
+        alone (or has no history) is searched as written, at no cost."""
+        if not needs_rewrite(question, history, self.settings.rewrite):
+            return question, False
+        turns = bounded(history, self.settings.history_turns, self.settings.history_tokens,
+                        self.generator.count_tokens)
+        messages = rewrite_messages(question, turns, detect_lang(question))
+        text = "".join(self.generator.stream(messages, GenParams(temperature=0.0, max_tokens=64,
+                                                                 seed=self.settings.seed)))
+        query = clean_rewrite(text, question)
+        return query, query != question
+
     def prepare(self, question: str, top_k: int | None = None, filters: Filters | None = None,
-                max_tokens: int | None = None) -> Prepared:
-        """Retrieve, gate and build the prompt. The passages fill what the context window leaves after
-        the prompt, the question and ``max_tokens`` for the answer (default: the setting); a question
-        and ``max_tokens`` that leave no room for one passage are an InvalidRequestError."""
+                max_tokens: int | None = None, history: Sequence[Turn] = ()) -> Prepared:
+        """Rewrite a follow-up, retrieve, gate and build the prompt. The passages fill what the context
+        window leaves after the prompt, the history, the question and ``max_tokens`` for the answer
+        (default: the setting); a request that leaves no room for one passage is an InvalidRequestError."""
         s = self.settings
-        reserve = s.max_tokens if max_tokens is None else max_tokens
         k = top_k or s.context_passages
         t = time.perf_counter()
-        result, gate = self.search_and_gate(question, k, filters)
-        timings = {"retrieve": result.timings_ms.get("total", 0.0) - result.timings_ms.get("rerank", 0.0),
+        query, rewritten = self.search_query(question, history)
+        t_search = time.perf_counter()
+        result, gate = self.search_and_gate(query, k, filters)
+        timings = {"rewrite": round((t_search - t) * 1000, 2),
+                   "retrieve": result.timings_ms.get("total", 0.0) - result.timings_ms.get("rerank", 0.0),
                    "rerank": result.timings_ms.get("rerank", 0.0)}
-        lang = result.query_lang
+        lang = detect_lang(question)
         hits: list[Hit] = []
         messages: list[dict[str, str]] = []
         if gate.passed:
-            question_copies = 2 if s.prompt_version == 2 else 1  # v2 repeats the question after the passages
-            examples = self._examples_cost(lang) if s.prompt_version == 3 else 0
-            q_tokens = self.generator.count_tokens(question)
-            budget = s.llm_context_tokens - reserve - PROMPT_OVERHEAD_TOKENS - examples - question_copies * q_tokens
-            if budget < MIN_PASSAGE_TOKENS:
-                raise InvalidRequestError(
-                    f"the question ({q_tokens} tokens) and max_tokens ({reserve}) leave {max(budget, 0)} tokens of "
-                    f"the model's {s.llm_context_tokens}-token context for passages (at least {MIN_PASSAGE_TOKENS} "
-                    "needed): shorten the question or lower max_tokens")
-            candidates = [(h.chunk.title, h.chunk.text) for h in result.hits[:k]]
-            packed = pack(candidates, self.generator.count_tokens, budget)
-            hits = list(result.hits[: len(packed)])
-            messages = build_messages(question, packed, lang, self.settings.prompt_version)
+            hits, messages = self._prompt(question, result, k, lang, history,
+                                          s.max_tokens if max_tokens is None else max_tokens)
         timings["prepare"] = (time.perf_counter() - t) * 1000
-        return Prepared(result, gate, hits, messages, lang, timings)
+        return Prepared(result, gate, hits, messages, lang, timings, query, rewritten)
+
+    def _prompt(self, question: str, result: SearchResult, k: int, lang: str, history: Sequence[Turn],
+                reserve: int) -> tuple[list[Hit], list[dict[str, str]]]:
+        """(the passages that fit, the chat messages): the context budget counts the prompt, prompt
+        version 3's examples, the bounded history, the question and the answer's ``reserve``."""
+        s = self.settings
+        question_copies = 2 if s.prompt_version == 2 else 1  # v2 repeats the question after the passages
+        examples = self._examples_cost(lang) if s.prompt_version == 3 else 0
+        turns = bounded(history, s.history_turns, s.history_tokens, self.generator.count_tokens)
+        context = history_block(turns, lang)
+        q_tokens = self.generator.count_tokens(question)
+        budget = (s.llm_context_tokens - reserve - PROMPT_OVERHEAD_TOKENS - examples - question_copies * q_tokens
+                  - (self.generator.count_tokens(context) if context else 0))
+        if budget < MIN_PASSAGE_TOKENS:
+            raise InvalidRequestError(
+                f"the question ({q_tokens} tokens), the conversation and max_tokens ({reserve}) leave "
+                f"{max(budget, 0)} tokens of the model's {s.llm_context_tokens}-token context for passages (at least "
+                f"{MIN_PASSAGE_TOKENS} needed): shorten the question or lower max_tokens")
+        candidates = [(h.chunk.title, h.chunk.text) for h in result.hits[:k]]
+        packed = pack(candidates, self.generator.count_tokens, budget)
+        return list(result.hits[: len(packed)]), build_messages(question, packed, lang, s.prompt_version, context)
 
     def stream(self, question: str, top_k: int | None = None, filters: Filters | None = None,
                params: GenParams | None = None, cancel: threading.Event | None = None,
-               prepared: Prepared | None = None) -> Iterator[tuple[str, Any]]:
+               prepared: Prepared | None = None, history: Sequence[Turn] = ()) -> Iterator[tuple[str, Any]]:
         """Yields ``("delta", text)`` while generating, then ``("answer", Answer)`` once.
 
-        Setting ``cancel`` (a client went away) stops generation at the next token."""
+        ``history`` holds the conversation's earlier turns (a follow-up is rewritten for search and
+        answered with them as context). Setting ``cancel`` (a client went away) stops generation at
+        the next token."""
         t0 = time.perf_counter()
-        prep = prepared or self.prepare(question, top_k, filters, params.max_tokens if params else None)
-        timings = {"retrieve": round(prep.timings["retrieve"], 2), "rerank": round(prep.timings["rerank"], 2)}
+        prep = prepared or self.prepare(question, top_k, filters, params.max_tokens if params else None, history)
+        timings = {k: round(prep.timings[k], 2) for k in ("rewrite", "retrieve", "rerank")}
         refusal = REFUSAL.get(prep.lang, REFUSAL["en"])  # the fixed sentence in the question's language
+        answer = partial(Answer, timings_ms=timings, model=self.generator.name, query=prep.query,
+                         rewritten=prep.rewritten)
         if not prep.gate.passed:
             timings.update(generate=0.0, total=round((time.perf_counter() - t0) * 1000, 2))
-            yield "answer", Answer(text=refusal, refused=True, refusal_reason=prep.gate.reason,
-                                   timings_ms=timings, model=self.generator.name)
+            yield "answer", answer(text=refusal, refused=True, refusal_reason=prep.gate.reason)
             return
         params = params or GenParams(self.settings.temperature, self.settings.top_p, self.settings.max_tokens,
                                      self.settings.seed)
@@ -131,13 +165,12 @@ class AnswerPipeline:
             yield "delta", delta
         gen_ms = (time.perf_counter() - t_gen) * 1000
         raw = "".join(parts).strip()
-        n_tokens = self.generator.count_tokens(raw) if raw else 0
+        answer = partial(answer, tokens=self.generator.count_tokens(raw) if raw else 0)
         timings.update(generate=round(gen_ms, 2), ttft=round(ttft or gen_ms, 2),
                        total=round((time.perf_counter() - t0) * 1000, 2))
         if is_refusal(raw):
-            yield "answer", Answer(text=raw or refusal, refused=True,
-                                   refusal_reason="the passages do not hold the answer (model)",
-                                   timings_ms=timings, model=self.generator.name, tokens=n_tokens)
+            yield "answer", answer(text=raw or refusal, refused=True,
+                                   refusal_reason="the passages do not hold the answer (model)")
             return
         agree, samples = None, ()
         if self.settings.consistency_samples:
@@ -148,21 +181,23 @@ class AnswerPipeline:
             agree, samples = checked
             timings.update(consistency=round((time.perf_counter() - t_check) * 1000, 2),
                            total=round((time.perf_counter() - t0) * 1000, 2))
+            answer = partial(answer, agreement=round(agree, 4), samples=samples)
             if agree < self.settings.consistency_min_agreement:
-                yield "answer", Answer(text=refusal, refused=True,
-                                       refusal_reason=f"sampled answers disagree (agreement {agree:.2f})",
-                                       timings_ms=timings, model=self.generator.name, tokens=n_tokens,
-                                       agreement=round(agree, 4), samples=samples)
+                yield "answer", answer(text=refusal, refused=True,
+                                       refusal_reason=f"sampled answers disagree (agreement {agree:.2f})")
                 return
-        text, cited = extract_citations(raw, len(prep.hits))
-        if prep.hits and self.settings.citation_repair:
+        text, citations = self._cited(raw, question, prep.hits)
+        yield "answer", answer(text=text, refused=False, citations=citations)
+
+    def _cited(self, raw: str, question: str, hits: list[Hit]) -> tuple[str, tuple[Citation, ...]]:
+        """The answer with out-of-range citations removed (and repaired when the setting says so),
+        and the passages it cites."""
+        text, cited = extract_citations(raw, len(hits))
+        if hits and self.settings.citation_repair:
             tok = self.retriever.index.tokenizer
-            overlaps = support(text, tok(question), [tok(h.chunk.text) for h in prep.hits], tok)
+            overlaps = support(text, tok(question), [tok(h.chunk.text) for h in hits], tok)
             text, cited = repair_citations(text, cited, overlaps)
-        citations = tuple(Citation(n, prep.hits[n - 1]) for n in cited)
-        yield "answer", Answer(text=text, refused=False, citations=citations, timings_ms=timings,
-                               model=self.generator.name, tokens=n_tokens,
-                               agreement=None if agree is None else round(agree, 4), samples=samples)
+        return text, tuple(Citation(n, hits[n - 1]) for n in cited)
 
     def _agreement(self, question: str, answer: str, messages: list[dict[str, str]], params: GenParams,
                    cancel: threading.Event | None) -> tuple[float, tuple[str, ...]] | None:
@@ -187,9 +222,9 @@ class AnswerPipeline:
         return agreement(answer, samples, tok(question), tok), tuple(samples)
 
     def answer(self, question: str, top_k: int | None = None, filters: Filters | None = None,
-               params: GenParams | None = None) -> Answer:
+               params: GenParams | None = None, history: Sequence[Turn] = ()) -> Answer:
         final = None
-        for kind, value in self.stream(question, top_k, filters, params):
+        for kind, value in self.stream(question, top_k, filters, params, history=history):
             if kind == "answer":
                 final = value
         assert final is not None

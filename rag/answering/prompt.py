@@ -91,22 +91,23 @@ def format_passages(passages: Sequence[tuple[str, str]]) -> str:
     return "\n\n".join(blocks)
 
 
-def build_messages(question: str, passages: Sequence[tuple[str, str]], lang: str = "en", version: int = 1
-                   ) -> list[dict[str, str]]:
+def build_messages(question: str, passages: Sequence[tuple[str, str]], lang: str = "en", version: int = 1,
+                   context: str = "") -> list[dict[str, str]]:
     """Chat messages for an OpenAI-style chat template (``version``: 2 see ``SYSTEM_PROMPT_V2``,
-    3 see ``few_shot_messages``)."""
+    3 see ``few_shot_messages``). ``context`` (the conversation so far, marked as not a source)
+    comes first in the user turn, so that the system prompt stays a reusable prefix."""
     lang = lang if lang in REFUSAL else "en"
     q = question.strip()
     if version == 2:
         system = SYSTEM_PROMPT_V2.format(refusal=REFUSAL[lang], language_rule=LANGUAGE_RULE[lang])
-        user = (f"Question: {q}\n\nPassages:\n\n{format_passages(passages)}\n\nQuestion: {q}\n\n"
+        user = (f"{context}Question: {q}\n\nPassages:\n\n{format_passages(passages)}\n\nQuestion: {q}\n\n"
                 f"Answer only if a passage states the answer to exactly this question, citing it as [n]. "
                 f"Otherwise reply exactly: {REFUSAL[lang]}")
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
     system = SYSTEM_PROMPT.format(refusal=REFUSAL[lang], language_rule=LANGUAGE_RULE[lang])
     examples = few_shot_messages(lang) if version == 3 else []
     return [{"role": "system", "content": system}, *examples,
-            {"role": "user", "content": _user_v1(q, passages, lang)}]
+            {"role": "user", "content": context + _user_v1(q, passages, lang)}]
 
 
 def _user_v1(question: str, passages: Sequence[tuple[str, str]], lang: str) -> str:

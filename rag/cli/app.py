@@ -38,12 +38,12 @@ def exit_code(exc: RagError) -> int:
 
 
 def fail(exc: RagError) -> NoReturn:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)  # one line, never wrapped
     raise typer.Exit(exit_code(exc))
 
 
 def usage_error(message: str) -> NoReturn:
-    err.print(f"error: {message}", highlight=False)
+    err.print(f"error: {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_USAGE)
 
 

@@ -1,8 +1,9 @@
-"""``rag search`` and ``rag ask``: retrieval with per-stage scores, and cited answers."""
+"""``rag search``, ``rag ask`` and ``rag chat``: retrieval with per-stage scores, cited answers, conversations."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -10,7 +11,7 @@ from rich.table import Table
 
 from rag.cli.app import IndexOpt, JsonOpt, command, out, settings_and_index
 from rag.errors import ConfigError, InvalidRequestError
-from rag.types import Filters
+from rag.types import Filters, Turn
 
 FilterOpt = Annotated[Optional[list[str]], typer.Option(
     "--filter", "-f", help="doc_id=ID, source=GLOB or FIELD=VALUE (repeatable).")]
@@ -78,29 +79,80 @@ def ask(
     k: Annotated[Optional[int], typer.Option("-k", help="Passages given to the LLM.")] = None,
     filters: FilterOpt = None,
     stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print the answer as it is generated.")] = True,
+    history: Annotated[Optional[Path], typer.Option(
+        "--history", help="JSON file of earlier turns [{role: user|assistant, content}], oldest first.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Answer from the index with numbered citations, or refuse plainly; then list the sources."""
-    from rag.answering.pipeline import AnswerPipeline
-    from rag.models.generator import make_generator
-    from rag.retrieval.factory import build_retriever
     from rag.serialize import answer_to_dict
 
     settings, index_dir = settings_and_index(index)
-    retriever = build_retriever(settings, index_dir)
-    generator = make_generator(settings)
-    generator.load()
-    pipeline = AnswerPipeline(retriever, generator, settings)
-    answer = None
-    for kind, value in pipeline.stream(question, k, parse_filters(filters)):
-        if kind == "delta" and stream and not as_json:
-            print(value, end="", flush=True)
-        elif kind == "answer":
-            answer = value
+    pipeline = _pipeline(settings, index_dir)
+    answer = _run(pipeline, question, k, parse_filters(filters), _read_history(history), stream and not as_json)
     if as_json:
         print(json.dumps(answer_to_dict(answer), ensure_ascii=False, indent=2))
         return
     _print_answer(answer, streamed=stream)
+
+
+@command()
+def chat(
+    index: IndexOpt = None,
+    k: Annotated[Optional[int], typer.Option("-k", help="Passages given to the LLM.")] = None,
+    filters: FilterOpt = None,
+) -> None:
+    """A conversation in the terminal: follow-up questions are understood in context (an empty line
+    or Ctrl-D ends it)."""
+    settings, index_dir = settings_and_index(index)
+    pipeline = _pipeline(settings, index_dir)
+    turns: list[Turn] = []
+    while True:
+        try:
+            question = input("you> ").strip()
+        except EOFError:
+            break
+        if not question:
+            break
+        answer = _run(pipeline, question, k, parse_filters(filters), turns, live=True)
+        if answer.rewritten:
+            out.print(f"[dim](searched: {answer.query})[/]", highlight=False)
+        _print_answer(answer, streamed=True)
+        turns += [Turn("user", question), Turn("assistant", answer.text)]
+
+
+def _pipeline(settings, index_dir):
+    from rag.answering.pipeline import AnswerPipeline
+    from rag.models.generator import make_generator
+    from rag.retrieval.factory import build_retriever
+
+    retriever = build_retriever(settings, index_dir)
+    generator = make_generator(settings)
+    generator.load()
+    return AnswerPipeline(retriever, generator, settings)
+
+
+def _run(pipeline, question: str, k: int | None, filters: Filters, history: list[Turn], live: bool):
+    """The final answer; with ``live``, the deltas are printed as they come."""
+    answer = None
+    for kind, value in pipeline.stream(question, k, filters, history=history):
+        if kind == "delta" and live:
+            print(value, end="", flush=True)
+        elif kind == "answer":
+            answer = value
+    return answer
+
+
+def _read_history(path: Path | None) -> list[Turn]:
+    if path is None:
+        return []
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        turns = [Turn(str(r["role"]), str(r["content"])) for r in rows]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidRequestError(f"--history {path}: expected a JSON list of {{role, content}} ({exc})") from None
+    if any(t.role not in ("user", "assistant") for t in turns):
+        raise InvalidRequestError(f"--history {path}: roles must be 'user' or 'assistant'")
+    return turns
 
 
 def _print_answer(answer, streamed: bool) -> None:

@@ -23,7 +23,8 @@ def client(index_dir, smollm2):
         yield c
 
 
-ANSWER_KEYS = {"answer", "refused", "refusal_reason", "citations", "timings_ms", "model", "index_version"}
+ANSWER_KEYS = {"answer", "refused", "refusal_reason", "citations", "timings_ms", "model", "query", "rewritten",
+               "index_version"}
 CITATION_KEYS = {"n", "doc_id", "chunk_id", "title", "source", "snippet", "score"}
 
 

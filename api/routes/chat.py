@@ -1,0 +1,130 @@
+"""OpenAI-compatible chat: ``POST /v1/chat/completions`` and ``GET /v1/models``.
+
+The same pipeline as ``/ask``: the last user message is the question, earlier turns are the
+conversation (a follow-up is rewritten for search), every turn is gated and may be refused on its
+own. The answer text carries the ``[n]`` markers; the citations, the refusal flag and the searched
+query travel in the extra field ``rag`` of the response and of the last stream chunk. A refusal is
+a normal assistant message with ``rag.refused = true``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from sse_starlette.sse import EventSourceResponse
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+
+from api.deps import EngineDep, MetricsDep, SettingsDep, require_api_key
+from api.schemas import (
+    ERRORS,
+    ChatChoice,
+    ChatChoiceMessage,
+    ChatCompletion,
+    ChatCompletionRequest,
+    ErrorOut,
+    ModelCard,
+    ModelList,
+    RagExtra,
+    Usage,
+)
+from rag.config import Settings
+from rag.errors import RagError
+from rag.serialize import citation_to_dict
+from rag.types import Answer, GenParams
+
+router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
+MODEL_ID = "rag"
+
+
+def _params(req: ChatCompletionRequest, settings: Settings) -> GenParams:
+    max_tokens = req.max_completion_tokens or req.max_tokens
+    return GenParams(temperature=settings.temperature if req.temperature is None else req.temperature,
+                     top_p=settings.top_p if req.top_p is None else req.top_p,
+                     max_tokens=settings.max_tokens if max_tokens is None else max_tokens, seed=settings.seed)
+
+
+def _rag(answer: Answer, index_version: int) -> dict:
+    return RagExtra(refused=answer.refused, refusal_reason=answer.refusal_reason,
+                    citations=[citation_to_dict(c) for c in answer.citations], query=answer.query,
+                    rewritten=answer.rewritten, answer=answer.text, timings_ms=answer.timings_ms,
+                    index_version=index_version).model_dump()
+
+
+def _usage(prompt_tokens: int, answer: Answer) -> dict:
+    return Usage(prompt_tokens=prompt_tokens, completion_tokens=answer.tokens,
+                 total_tokens=prompt_tokens + answer.tokens).model_dump()
+
+
+def _parse(req: ChatCompletionRequest):
+    try:
+        return req.question_and_history()
+    except ValueError as exc:
+        raise RequestValidationError([{"loc": ("body", "messages"), "msg": str(exc), "type": "value_error"}]) from None
+
+
+@router.get("/models", response_model=ModelList)
+def models() -> ModelList:
+    """The one model this service answers as (`rag`: retrieval + the configured LLM)."""
+    return ModelList(data=[ModelCard(id=MODEL_ID, created=0)])
+
+
+@router.post("/chat/completions", response_model=ChatCompletion,
+             responses={**ERRORS, 502: {"model": ErrorOut}, 504: {"model": ErrorOut},
+                        200: {"content": {"text/event-stream": {}}}})
+async def chat_completions(req: ChatCompletionRequest, request: Request, engine: EngineDep, settings: SettingsDep,
+                           metrics: MetricsDep):
+    """OpenAI chat completions over the grounded pipeline; `stream: true` sends `chat.completion.chunk`
+    events ending with `data: [DONE]`."""
+    question, history = _parse(req)
+    pipeline = engine.pipeline()
+    version = pipeline.retriever.index.version
+    params = _params(req, settings)
+    prepared = await run_in_threadpool(pipeline.prepare, question, req.top_k, req.to_filters(), params.max_tokens,
+                                       history)
+    prompt_tokens = sum(pipeline.generator.count_tokens(m["content"]) for m in prepared.messages)
+    cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+    run = dict(question=question, top_k=req.top_k, filters=req.to_filters(), params=params, prepared=prepared)
+    if not req.stream:
+        answer = await run_in_threadpool(lambda: _final(pipeline.stream(**run)))
+        metrics.observe_answer(answer)
+        return ChatCompletion(id=cid, created=created, model=req.model or MODEL_ID,
+                              choices=[ChatChoice(message=ChatChoiceMessage(content=answer.text))],
+                              usage=_usage(prompt_tokens, answer), rag=_rag(answer, version))
+
+    def chunk(delta: dict, finish: str | None = None, **extra) -> dict:
+        body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": req.model or MODEL_ID,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        return {"data": json.dumps(body, ensure_ascii=False)}
+
+    cancel = threading.Event()
+
+    async def events():
+        yield chunk({"role": "assistant", "content": ""})
+        try:
+            async for kind, value in iterate_in_threadpool(pipeline.stream(**run, cancel=cancel)):
+                if await request.is_disconnected():
+                    cancel.set()
+                    return
+                if kind == "delta":
+                    yield chunk({"content": value})
+                    continue
+                metrics.observe_answer(value)
+                if not value.timings_ms.get("generate"):  # refused before the LLM: the refusal is the text
+                    yield chunk({"content": value.text})
+                yield chunk({}, "stop", rag=_rag(value, version), usage=_usage(prompt_tokens, value))
+        except RagError as exc:
+            yield {"data": json.dumps({"error": {"message": str(exc), "type": exc.__class__.__name__}})}
+        finally:
+            cancel.set()
+        yield {"data": "[DONE]"}
+
+    return EventSourceResponse(events(), ping=15)
+
+
+def _final(events) -> Answer:
+    return next(value for kind, value in events if kind == "answer")
