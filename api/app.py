@@ -38,6 +38,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (ops, search, ask, chat, documents):
         app.include_router(module.router)
     _document_body_schemas(app)
+    if settings.ui:
+        from api import ui  # Gradio is imported only when the UI is served
+
+        app = ui.mount(app, app.state.engine, app.state.api_keys)
     return app
 
 

@@ -148,6 +148,7 @@ class Settings(BaseSettings):
     api_keys: str = Field("", description="Comma-separated API keys; empty = no auth. Clients send "
                           "'Authorization: Bearer KEY'; /healthz stays open.")
     max_body_mb: float = Field(20.0, gt=0, description="Request bodies larger than this many MB get 413.")
+    ui: bool = Field(True, description="Serve the web UI (chat and documents) at /ui.")
 
     def api_key_list(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]

@@ -100,6 +100,25 @@ class SampledLLM(ScriptedLLM):
         yield self.replies[len(self.params) - 1]
 
 
+class QuotingLLM(ScriptedLLM):
+    """An extractive reader: answers with the first sentence of passage [1] of its prompt, cited,
+    streamed word by word (deterministic in any language, for UI and protocol tests)."""
+
+    def __init__(self, counter=None):
+        super().__init__([], counter, name="quoting")
+
+    def stream(self, messages, params):
+        import re
+
+        user = messages[-1]["content"]
+        m = re.search(r'<passage id="1"[^>]*>\n(.*?)\n</passage>', user, re.S)
+        body = m.group(1) if m else ""
+        sentence = re.split(r"(?<=[.!?다])\s", body.strip().split("\n")[-1] if body else "")[0]
+        for word in (sentence + " [1]").split(" "):
+            self.sent += 1
+            yield word + " "
+
+
 @pytest.fixture
 def korquad_file() -> Path:
     path = SHARED_DATA / "korquad1_dev" / "KorQuAD_v1.0_dev.json"

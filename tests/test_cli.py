@@ -8,7 +8,6 @@ import sys
 
 from tests.conftest import ROOT
 
-
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 

@@ -3,10 +3,6 @@ incremental, atomic ingest as the CLI; the live index is swapped after each comm
 
 from __future__ import annotations
 
-import tempfile
-from dataclasses import replace
-from pathlib import Path
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
@@ -15,7 +11,7 @@ from api.deps import EngineDep, SettingsDep, require_api_key
 from api.engine import Engine
 from api.errors import error_response
 from api.schemas import ERRORS, DocumentList, DocumentOut, DocumentsIn, IngestOut
-from ingest.loaders import Skipped, iter_documents
+from api.uploads import load_uploads
 from rag.errors import InvalidRequestError
 from rag.types import Document
 
@@ -34,28 +30,13 @@ def _ingest_out(report) -> IngestOut:
                      skipped=[{"source": s.source, "reason": s.reason} for s in report.skipped])
 
 
-def _load_uploads(directory: Path, max_bytes: int) -> tuple[list[Document], list[dict[str, str]]]:
-    """Uploaded files through the same loaders as the CLI; ids are the file names."""
-    docs, skipped = [], []
-    for item in iter_documents([directory], max_bytes):
-        if isinstance(item, Skipped):
-            skipped.append({"source": "upload:" + Path(item.source).name, "reason": item.reason})
-        else:
-            docs.append(replace(item, source="upload:" + Path(item.source).name))
-    return docs, skipped
-
-
 async def _uploads(request: Request, engine: Engine, max_file_mb: float) -> IngestOut:
     form = await request.form()
     files = [f for f in form.getlist("files") if hasattr(f, "filename")]
     if not files:
         raise InvalidRequestError("multipart upload needs one or more 'files' parts")
-    with tempfile.TemporaryDirectory() as tmp:
-        for f in files:
-            name = Path(f.filename or "upload.txt").name
-            (Path(tmp) / name).write_bytes(await f.read())
-        docs, skipped = _load_uploads(Path(tmp), int(max_file_mb * 1e6))
-        out = _ingest_out(await run_in_threadpool(engine.ingest, docs))
+    docs, skipped = load_uploads([(f.filename, await f.read()) for f in files], int(max_file_mb * 1e6))
+    out = _ingest_out(await run_in_threadpool(engine.ingest, docs))
     out.skipped = skipped + out.skipped
     return out
 

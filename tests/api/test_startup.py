@@ -1,7 +1,6 @@
 """Start-up: everything a first request needs loads before the service says it is ready, and the
 real server starts from a shell without any HF_* variable (offline by construction)."""
 
-import json
 import os
 import socket
 import subprocess

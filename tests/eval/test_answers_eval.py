@@ -5,8 +5,6 @@ import json
 import numpy as np
 import pytest
 
-from rag.datasets import part_of
-
 from eval.answers import (
     Record,
     contains_gold,
@@ -20,6 +18,7 @@ from eval.answers import (
     summarize,
 )
 from eval.calibrate_gate import choose, pass_rate
+from rag.datasets import part_of
 from tests.conftest import FIXTURES
 from tests.test_cli import rag
 

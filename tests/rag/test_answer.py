@@ -11,8 +11,8 @@ from rag.answering.prompt import REFUSAL
 from rag.config import Settings
 from rag.errors import InvalidRequestError
 from rag.index import Index
-from rag.types import GenParams
 from rag.retrieval.retriever import HybridRetriever
+from rag.types import GenParams
 from tests.conftest import FIXTURES, SampledLLM, ScriptedLLM
 
 

@@ -14,8 +14,8 @@ import pytest
 from api.errors import status_of
 from rag.errors import GeneratorError, GeneratorTimeout
 from rag.models.generator import HFGenerator, OpenAIGenerator
-from rag.types import GenParams
 from rag.models.gguf import resolve_gguf
+from rag.types import GenParams
 
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello."}]
 

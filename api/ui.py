@@ -1,0 +1,144 @@
+"""The web UI at ``/ui`` (Gradio, mounted on the FastAPI app): a streamed, cited chat and the
+documents of the index, on the same engine as the HTTP API.
+
+Answers and passages are shown as plain text (no Markdown, no HTML), so that a document can put no
+link, image or script in front of a reader. With ``RAG_API_KEYS`` set, the UI asks for a key
+(any user name, the key as password).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from pathlib import Path
+
+import gradio as gr
+
+from api.engine import Engine
+from api.uploads import load_uploads
+from rag.errors import RagError
+from rag.types import Answer, Turn
+
+CSS = "#status {min-height: 2em} footer {display: none !important}"
+
+
+def _timings(answer: Answer) -> str:
+    t = answer.timings_ms
+    shown = ("rewrite",) * answer.rewritten + ("retrieve", "rerank", "ttft", "generate", "total")
+    stages = ", ".join(f"{k} {t[k]:.0f} ms" for k in shown if t.get(k))
+    head = f"**Refused** — {answer.refusal_reason}" if answer.refused else f"**Answered** with {len(answer.citations)} source(s)"
+    searched = f" · searched: `{answer.query.replace('`', '')}`" if answer.rewritten else ""
+    return f"{head}{searched}  \n{stages}"
+
+
+def _choices(answer: Answer) -> list[str]:
+    return [f"[{c.n}] {c.hit.chunk.title or c.hit.chunk.doc_id} — {c.hit.chunk.source}" for c in answer.citations]
+
+
+def _passages(answer: Answer) -> list[str]:
+    return [f"{c.hit.chunk.title}\n{c.hit.chunk.source}" + (f" › {c.hit.chunk.heading}" if c.hit.chunk.heading else "")
+            + f"\n\n{c.hit.chunk.text}" for c in answer.citations]
+
+
+def _documents(engine: Engine) -> list[list]:
+    try:
+        index = engine.current().index
+    except RagError:
+        return []
+    return [[d["doc_id"], d["title"] or "", d["lang"] or "", d["n_chunks"]] for d in index.documents(limit=1000)]
+
+
+def build_ui(engine: Engine) -> gr.Blocks:
+    def respond(question: str, chat: list[dict], turns: list[list[str]]) -> Iterator[tuple]:
+        question = (question or "").strip()
+        if not question:
+            yield chat, "", gr.update(), gr.update(), gr.update(), turns, gr.update()
+            return
+        chat = [*chat, {"role": "user", "content": question}, {"role": "assistant", "content": ""}]
+        yield chat, "", "*searching…*", gr.update(choices=[], value=None), "", turns, {}
+        try:
+            history = [Turn(role, content) for role, content in turns]
+            for kind, value in engine.pipeline().stream(question, history=history):
+                if kind == "delta":
+                    chat[-1]["content"] += value
+                    yield chat, "", "*answering…*", gr.update(), gr.update(), turns, gr.update()
+                else:
+                    chat[-1]["content"] = value.text
+                    turns = [*turns, ["user", question], ["assistant", value.text]]
+                    yield (chat, "", _timings(value), gr.update(choices=_choices(value), value=None), "", turns,
+                           dict(zip(_choices(value), _passages(value))))
+        except RagError as exc:
+            chat[-1]["content"] = f"(error: {exc})"
+            yield chat, "", f"**Error** — {exc}", gr.update(), gr.update(), turns, gr.update()
+
+    def show(choice: str | None, passages: dict[str, str]) -> str:
+        return passages.get(choice or "", "")
+
+    def upload(files: list[str] | None) -> tuple[str, list[list]]:
+        if not files:
+            return "Choose one or more files first.", _documents(engine)
+        try:
+            docs, skipped = load_uploads([(Path(f).name, Path(f).read_bytes()) for f in files],
+                                         int(engine.settings.max_file_mb * 1e6))
+            report = engine.ingest(docs)
+        except RagError as exc:
+            return f"**Error** — {exc}", _documents(engine)
+        skipped += [{"source": s.source, "reason": s.reason} for s in report.skipped]
+        lines = [f"Added {report.added}, updated {report.updated}, unchanged {report.unchanged}; index version "
+                 f"{report.version}."] + [f"- skipped `{s['source']}`: {s['reason']}" for s in skipped]
+        return "\n".join(lines), _documents(engine)
+
+    def delete(doc_id: str) -> tuple[str, list[list]]:
+        doc_id = (doc_id or "").strip()
+        try:
+            if doc_id not in engine.current().index.doc_hashes():
+                return f"No document `{doc_id.replace('`', '')}`.", _documents(engine)
+            report = engine.ingest(delete=[doc_id])
+        except RagError as exc:
+            return f"**Error** — {exc}", _documents(engine)
+        return f"Removed `{doc_id.replace('`', '')}`; index version {report.version}.", _documents(engine)
+
+    with gr.Blocks(title="rag-service") as ui:
+        gr.Markdown("## Ask your documents\nAnswers cite the passages they use, or say that the documents do not "
+                    "hold the answer. English and 한국어.")
+        turns = gr.State([])
+        passages = gr.State({})  # source label -> its passage, for the last answer
+        with gr.Tab("Chat"):
+            chatbot = gr.Chatbot(label="Conversation", height=380, render_markdown=False, sanitize_html=True,
+                                 elem_id="chat", buttons=["copy"])
+            with gr.Row():
+                question = gr.Textbox(placeholder="Ask a question…  질문을 입력하세요", show_label=False, scale=5,
+                                      elem_id="question", max_length=2000)
+                ask = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
+            status = gr.Markdown(elem_id="status")
+            sources = gr.Radio(label="Sources (click one to read it)", choices=[], elem_id="sources")
+            passage = gr.Textbox(label="Passage", lines=8, interactive=False, elem_id="passage")
+            new = gr.Button("New conversation", size="sm", elem_id="new")
+        with gr.Tab("Documents", elem_id="documents-tab"):
+            files = gr.File(label="Upload .md .txt .html .pdf .jsonl", file_count="multiple", elem_id="upload")
+            add = gr.Button("Add to the index", variant="primary", elem_id="add")
+            doc_status = gr.Markdown(elem_id="doc-status")
+            table = gr.Dataframe(headers=["id", "title", "language", "chunks"], value=lambda: _documents(engine),
+                                 interactive=False, elem_id="documents")
+            with gr.Row():
+                doc_id = gr.Textbox(label="Document id", elem_id="delete-id", scale=4)
+                remove = gr.Button("Delete", variant="stop", elem_id="delete", scale=1)
+
+        outputs = [chatbot, question, status, sources, passage, turns, passages]
+        ask.click(respond, [question, chatbot, turns], outputs)
+        question.submit(respond, [question, chatbot, turns], outputs)
+        sources.change(show, [sources, passages], passage)
+        new.click(lambda: ([], "", "", gr.update(choices=[], value=None), "", [], {}), None, outputs)
+        add.click(upload, files, [doc_status, table])
+        remove.click(delete, doc_id, [doc_status, table])
+    return ui
+
+
+def mount(app, engine: Engine, api_keys: list[str]):
+    """Mount the UI at ``/ui``; with API keys set, a login form takes a key as the password."""
+    def check(_user: str, password: str) -> bool:
+        return any(hmac.compare_digest(password.encode(), k.encode()) for k in api_keys)
+
+    return gr.mount_gradio_app(app, build_ui(engine), path="/ui", auth=check if api_keys else None,
+                               auth_message="Enter any user name and an API key as the password.",
+                               ssr_mode=False, css=CSS, footer_links=[])

@@ -1,0 +1,143 @@
+"""The web UI in a real headless Chromium (Debian's chromium + chromium-driver, through Selenium)
+against the real service on 127.0.0.1: an English and a Korean question with streamed, cited answers,
+a citation opened, a file uploaded and asked about. The LLM is an extractive reader (it quotes
+passage [1]), so the page's behaviour is what is tested, not a model's."""
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from api.app import create_app
+from rag.config import Settings
+from tests.conftest import QuotingLLM
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver")
+# Screenshots go to the test's temporary directory, or where RAG_SCREENSHOTS says (docs/img for the README).
+SCREENSHOTS = os.environ.get("RAG_SCREENSHOTS")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def live_ui(fixture_index, tmp_path, smollm2):
+    index = tmp_path / "index"
+    shutil.copytree(fixture_index, index)
+    settings = Settings(_env_file=None, index_dir=index, llm_model="smollm2", llm_context_tokens=2048,
+                        reranker="none", max_tokens=48)
+    app = create_app(settings)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.started, "uvicorn did not start"
+    # the engine reached through the mounted app's state (Gradio wraps the FastAPI app it mounts on)
+    engine = app.state.engine
+    engine.generator = QuotingLLM(smollm2.count_tokens)
+    yield f"http://127.0.0.1:{port}", engine
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1280,1000", f"--user-data-dir={tmp_path / 'chrome'}"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def _wait(driver, condition, seconds=60):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, seconds, poll_frequency=0.2).until(condition)
+
+
+def _ask(driver, question: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    box = driver.find_element(By.CSS_SELECTOR, "#question textarea")
+    box.clear()
+    box.send_keys(question)
+    driver.find_element(By.CSS_SELECTOR, "#ask").click()
+    _wait(driver, lambda d: "Answered" in d.find_element(By.ID, "status").text
+          or "Refused" in d.find_element(By.ID, "status").text)
+    return driver.find_element(By.ID, "status").text
+
+
+def _open_source(driver, n: int) -> str:
+    from selenium.webdriver.common.by import By
+
+    labels = driver.find_elements(By.CSS_SELECTOR, "#sources label")
+    labels[n].click()
+    _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#passage textarea").get_attribute("value"))
+    return driver.find_element(By.CSS_SELECTOR, "#passage textarea").get_attribute("value")
+
+
+def test_chat_in_two_languages_with_citations_and_an_upload(live_ui, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    url, engine = live_ui
+    browser.get(url + "/ui/")
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#question textarea"))
+    paint = browser.execute_script(
+        "return performance.getEntriesByType('paint').map(e => [e.name, Math.round(e.startTime)])")
+    print("\nUI paint timings (ms):", json.dumps(dict(paint)))  # reported, not asserted
+
+    status = _ask(browser, "What does the parameter k1 control in BM25?")
+    assert status.startswith("Answered with 1 source") and "retrieve" in status
+    bubbles = browser.find_elements(By.CSS_SELECTOR, "#chat .message")
+    assert any("saturation" in b.text or "k1" in b.text for b in bubbles), [b.text for b in bubbles]
+    passage = _open_source(browser, 0)
+    assert passage.startswith("BM25") or "k1" in passage
+
+    status = _ask(browser, "한국어 검색에서 형태소 분석기는 무엇을 하나요?")
+    assert status.startswith("Answered with 1 source")
+    assert "형태소" in _open_source(browser, 0)
+    shots = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(shots / "ui-chat.png"))
+
+    refused = _ask(browser, "Who won the football world cup in 1998?")
+    assert refused.startswith("Refused")
+
+    note = tmp_path / "zebra-crossings.md"
+    note.write_text("# Zebra crossings\n\nA zebra crossing gives pedestrians priority; drivers must stop "
+                    "for anyone waiting at it.\n")
+    browser.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Documents')]").click()
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"))
+    browser.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(str(note))
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#upload td.filename[aria-label='zebra-crossings.md']"))
+    browser.find_element(By.ID, "add").click()
+    _wait(browser, lambda d: "Added 1" in d.find_element(By.ID, "doc-status").text)
+    _wait(browser, lambda d: "zebra-crossings.md" in d.find_element(By.ID, "documents").text)
+    assert browser.save_screenshot(str(shots / "ui-documents.png"))
+    assert "zebra-crossings.md" in engine.current().index.doc_hashes()
+
+    browser.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Chat')]").click()
+    status = _ask(browser, "Who has priority at a zebra crossing?")
+    assert status.startswith("Answered with 1 source")
+    assert "zebra-crossings.md" in browser.find_element(By.ID, "sources").text
