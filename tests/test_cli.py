@@ -11,13 +11,14 @@ from tests.conftest import ROOT
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
-def rag(*args, env=None):
+def rag(*args, env=None, cwd=ROOT):
     """The CLI as a user runs it in an activated venv: no HF_* offline variables set (nothing the
     project ships may depend on them)."""
     e = {k: v for k, v in os.environ.items() if k not in OFFLINE_VARS}
     e.update(env or {})
+    e["PYTHONPATH"] = str(ROOT)  # for a cwd outside the checkout
     return subprocess.run([sys.executable, "-m", "rag.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, env=e, timeout=300)
+                          cwd=cwd, env=e, timeout=300)
 
 
 def test_ingest_info_and_exit_codes(corpus_dir, tmp_path):

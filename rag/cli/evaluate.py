@@ -115,3 +115,51 @@ def answers(
                   command="rag eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
     write_report(result, out)
     typer.echo(out.with_suffix(".md").read_text())
+
+
+@command(eval_app, name="chat")
+def chat(
+    conversations: Annotated[Path, typer.Option(help="Conversation set (JSON Lines; eval/data/conversations.md).")] = Path("eval/data/conversations.jsonl"),
+    corpus: Annotated[Path, typer.Option(help="The documents of 'bundled' conversations.")] = Path("corpus"),
+    squad: Annotated[Optional[Path], typer.Option(help="SQuAD 2.0 JSON for 'squad' conversations (skipped when absent).")] = Path("../shared/data/squad2_dev/dev-v2.0.json"),
+    modes: Annotated[str, typer.Option(help="Rewrite modes to compare (comma list of never, auto, always).")] = "never,auto",
+    answers: Annotated[bool, typer.Option("--answers/--no-answers", help="Generate every answer (slow) or only rewrite and retrieve.")] = True,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N conversations.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="LLM (default: RAG_LLM_MODEL).")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting, KEY=VALUE (repeatable).")] = None,
+    out: Annotated[Path, typer.Option(help="Report path: writes .json, .md and .png.")] = Path("eval/results/chat.json"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Follow-up questions end to end: Recall@5 of the needed passage with and without query rewriting
+    (and with the follow-ups written out in full), answers, refusals, citations, TTFT, rewrite time."""
+    from eval.answers import load_qa
+    from eval.chat import load_conversations, run, write_report
+    from eval.common import cpu_info
+    from ingest.pipeline import ingest
+    from rag.answering.pipeline import AnswerPipeline
+    from rag.models.generator import make_generator
+    from rag.retrieval.factory import build_retriever
+
+    settings = with_overrides(with_options(get_settings(), llm_model=model), overrides or [])
+    convs = load_conversations(conversations)[:limit]
+    generator = make_generator(settings)
+    generator.load()
+    sources = {"bundled": ([corpus], [], Path("indexes") / "chat-bundled")}
+    if squad is not None and squad.is_file():
+        name, docs, _ = load_qa(squad)
+        sources["squad"] = ([], docs, Path("indexes") / f"answers-{name}-{settings.embedder}")
+    pipelines = {}
+    for kind, (paths, docs, index_dir) in sources.items():
+        if any(c.corpus == kind for c in convs):
+            ingest(paths, index_dir, settings, documents=docs, progress=not quiet)
+            pipelines[kind] = AnswerPipeline(build_retriever(settings, index_dir), generator, settings)
+    wanted = [m.strip() for m in modes.split(",") if m.strip()]
+    if not pipelines or any(m not in ("never", "auto", "always") for m in wanted):
+        usage_error("nothing to evaluate: check --conversations, --squad and --modes (never, auto, always)")
+    result = run(pipelines, convs, wanted, answers, progress=not quiet)
+    result.update(model=generator.name, cpu=cpu_info(), answers=answers,
+                  embedders={k: p.retriever.embedder.name for k, p in pipelines.items()},
+                  rerankers={k: p.retriever.reranker_status for k, p in pipelines.items()},
+                  command="rag eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
+    write_report(result, out)
+    typer.echo(out.with_suffix(".md").read_text())
