@@ -16,6 +16,14 @@ class Metrics:
         self.stage = Histogram("rag_stage_seconds", "Latency per pipeline stage", ["stage"], registry=self.registry,
                                buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
         self.refusals = Counter("rag_refusals_total", "Refused questions", ["reason"], registry=self.registry)
+        self.prompt_tokens = Histogram("rag_prompt_tokens", "Prompt tokens the LLM evaluated per answer",
+                                       registry=self.registry, buckets=(128, 256, 512, 1024, 1536, 2048, 3072, 4096, 8192))
+        self.ttft = Histogram("rag_ttft_seconds", "Time to the first answer token", registry=self.registry,
+                              buckets=(0.25, 0.5, 1, 2, 3, 5, 8, 12, 20, 30, 60, 120))
+        self.prefill_rate = Histogram("rag_prefill_tokens_per_second", "LLM prompt evaluation speed",
+                                      registry=self.registry, buckets=(25, 50, 75, 100, 150, 200, 300, 500, 1000, 3000))
+        self.decode_rate = Histogram("rag_decode_tokens_per_second", "LLM generation speed after the first token",
+                                     registry=self.registry, buckets=(2, 5, 10, 15, 20, 30, 50, 100, 200))
 
     def observe_stages(self, timings_ms: dict[str, float], stages: tuple[str, ...] | None = None) -> None:
         for stage, ms in timings_ms.items():
@@ -23,6 +31,14 @@ class Metrics:
                 self.stage.labels(stage).observe(ms / 1000)
 
     def observe_answer(self, answer: Answer) -> None:
-        self.observe_stages(answer.timings_ms, ("retrieve", "rerank", "generate"))
+        self.observe_stages(answer.timings_ms, ("rewrite", "retrieve", "rerank", "generate"))
+        usage = answer.usage()
+        if answer.prompt_tokens:
+            self.prompt_tokens.observe(answer.prompt_tokens)
+            self.ttft.observe(answer.timings_ms.get("ttft", 0.0) / 1000)
+        if usage["prefill_tokens_per_s"]:
+            self.prefill_rate.observe(usage["prefill_tokens_per_s"])
+        if usage["decode_tokens_per_s"]:
+            self.decode_rate.observe(usage["decode_tokens_per_s"])
         if answer.refused:
             self.refusals.labels("gate" if answer.timings_ms.get("generate", 0) == 0 else "model").inc()

@@ -225,6 +225,8 @@ class AskResponse(BaseModel):
     model: str
     query: str = Field(description="What was searched: the question, or its standalone rewrite in a conversation.")
     rewritten: bool
+    usage: dict[str, float] = Field(description="prompt_tokens, completion_tokens, and the LLM's prefill and decode "
+                                                "speed in tokens per second.")
     index_version: int
 
 

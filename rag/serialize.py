@@ -38,4 +38,4 @@ def citation_to_dict(citation: Citation) -> dict[str, Any]:
 def answer_to_dict(answer: Answer) -> dict[str, Any]:
     return {"answer": answer.text, "refused": answer.refused, "refusal_reason": answer.refusal_reason,
             "citations": [citation_to_dict(c) for c in answer.citations], "timings_ms": answer.timings_ms,
-            "model": answer.model, "query": answer.query, "rewritten": answer.rewritten}
+            "model": answer.model, "query": answer.query, "rewritten": answer.rewritten, "usage": answer.usage()}

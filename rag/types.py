@@ -97,6 +97,16 @@ class Answer:
     samples: tuple[str, ...] = field(default=(), hash=False, compare=False)  # the sampled answers behind it
     query: str = ""  # what was searched: the question, or its standalone rewrite in a conversation
     rewritten: bool = False
+    prompt_tokens: int = 0  # the prompt the LLM evaluated before its first token (0 when it was not called)
+
+    def usage(self) -> dict[str, float]:
+        """Prompt and answer tokens, and the LLM's speed: prefill (prompt tokens per second of time to
+        first token) and decode (answer tokens after the first per second)."""
+        ttft, gen = self.timings_ms.get("ttft", 0.0), self.timings_ms.get("generate", 0.0)
+        prefill = self.prompt_tokens / (ttft / 1000) if ttft > 0 and self.prompt_tokens else 0.0
+        decode = (self.tokens - 1) / ((gen - ttft) / 1000) if gen > ttft and self.tokens > 1 else 0.0
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.tokens,
+                "prefill_tokens_per_s": round(prefill, 1), "decode_tokens_per_s": round(decode, 1)}
 
 
 @dataclass(frozen=True)

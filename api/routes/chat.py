@@ -55,9 +55,9 @@ def _rag(answer: Answer, index_version: int) -> dict:
                     index_version=index_version).model_dump()
 
 
-def _usage(prompt_tokens: int, answer: Answer) -> dict:
-    return Usage(prompt_tokens=prompt_tokens, completion_tokens=answer.tokens,
-                 total_tokens=prompt_tokens + answer.tokens).model_dump()
+def _usage(answer: Answer) -> dict:
+    return Usage(prompt_tokens=answer.prompt_tokens, completion_tokens=answer.tokens,
+                 total_tokens=answer.prompt_tokens + answer.tokens).model_dump()
 
 
 def _parse(req: ChatCompletionRequest):
@@ -86,7 +86,6 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, engine:
     params = _params(req, settings)
     prepared = await run_in_threadpool(pipeline.prepare, question, req.top_k, req.to_filters(), params.max_tokens,
                                        history)
-    prompt_tokens = sum(pipeline.generator.count_tokens(m["content"]) for m in prepared.messages)
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     run = dict(question=question, top_k=req.top_k, filters=req.to_filters(), params=params, prepared=prepared)
     if not req.stream:
@@ -94,7 +93,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, engine:
         metrics.observe_answer(answer)
         return ChatCompletion(id=cid, created=created, model=req.model or MODEL_ID,
                               choices=[ChatChoice(message=ChatChoiceMessage(content=answer.text))],
-                              usage=_usage(prompt_tokens, answer), rag=_rag(answer, version))
+                              usage=_usage(answer), rag=_rag(answer, version))
 
     def chunk(delta: dict, finish: str | None = None, **extra) -> dict:
         body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": req.model or MODEL_ID,
@@ -116,7 +115,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, engine:
                 metrics.observe_answer(value)
                 if not value.timings_ms.get("generate"):  # refused before the LLM: the refusal is the text
                     yield chunk({"content": value.text})
-                yield chunk({}, "stop", rag=_rag(value, version), usage=_usage(prompt_tokens, value))
+                yield chunk({}, "stop", rag=_rag(value, version), usage=_usage(value))
         except RagError as exc:
             yield {"data": json.dumps({"error": {"message": str(exc), "type": exc.__class__.__name__}})}
         finally:

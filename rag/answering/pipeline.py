@@ -45,6 +45,7 @@ class Prepared:
     timings: dict[str, float]
     query: str = ""  # what was searched (the question, or its standalone rewrite)
     rewritten: bool = False
+    prompt_tokens: int = 0
 
 
 class AnswerPipeline:
@@ -104,11 +105,14 @@ class AnswerPipeline:
         lang = detect_lang(question)
         hits: list[Hit] = []
         messages: list[dict[str, str]] = []
+        prompt_tokens = 0
         if gate.passed:
             hits, messages = self._prompt(question, result, k, lang, history,
                                           s.max_tokens if max_tokens is None else max_tokens)
+            # + the chat template's few tokens per message
+            prompt_tokens = sum(self.generator.count_tokens(m["content"]) + 4 for m in messages)
         timings["prepare"] = (time.perf_counter() - t) * 1000
-        return Prepared(result, gate, hits, messages, lang, timings, query, rewritten)
+        return Prepared(result, gate, hits, messages, lang, timings, query, rewritten, prompt_tokens)
 
     def _prompt(self, question: str, result: SearchResult, k: int, lang: str, history: Sequence[Turn],
                 reserve: int) -> tuple[list[Hit], list[dict[str, str]]]:
@@ -165,7 +169,8 @@ class AnswerPipeline:
             yield "delta", delta
         gen_ms = (time.perf_counter() - t_gen) * 1000
         raw = "".join(parts).strip()
-        answer = partial(answer, tokens=self.generator.count_tokens(raw) if raw else 0)
+        answer = partial(answer, tokens=self.generator.count_tokens(raw) if raw else 0,
+                         prompt_tokens=prep.prompt_tokens)
         timings.update(generate=round(gen_ms, 2), ttft=round(ttft or gen_ms, 2),
                        total=round((time.perf_counter() - t0) * 1000, 2))
         if is_refusal(raw):

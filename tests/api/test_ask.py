@@ -23,7 +23,7 @@ def client(index_dir, smollm2):
         yield c
 
 
-ANSWER_KEYS = {"answer", "refused", "refusal_reason", "citations", "timings_ms", "model", "query", "rewritten",
+ANSWER_KEYS = {"answer", "refused", "refusal_reason", "citations", "timings_ms", "model", "query", "rewritten", "usage",
                "index_version"}
 CITATION_KEYS = {"n", "doc_id", "chunk_id", "title", "source", "snippet", "score"}
 
@@ -56,6 +56,10 @@ def test_ask_answers_with_the_documented_shape(scripted_client):
     (cite,) = body["citations"]
     assert set(cite) == CITATION_KEYS and cite["n"] == 1 and cite["doc_id"] == "bm25.md"
     assert "saturation" in cite["snippet"] and len(cite["snippet"]) <= 300
+    usage = body["usage"]
+    assert usage["prompt_tokens"] > 100 and usage["completion_tokens"] > 0 and usage["prefill_tokens_per_s"] > 0
+    metrics = scripted_client.get("/metrics").text
+    assert "rag_prompt_tokens_count 1.0" in metrics and "rag_prefill_tokens_per_second_count 1.0" in metrics
 
 
 def test_streamed_answer_is_the_deltas_then_the_checked_answer(scripted_client):
