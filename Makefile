@@ -193,7 +193,12 @@ bench-all: install
 	$(BIN)/python -m eval.bench_retrieval $(if $(wildcard models/reranker-l3),--also models/reranker-l3)
 
 # --- answers: gate calibration, answer quality per model, HTTP latency -----------------------
-.PHONY: calibrate-gate eval-answers bench-api
+.PHONY: calibrate-gate eval-answers bench-api eval-chat
+
+# Conversations (eval/data/conversations.jsonl): follow-ups with and without query rewriting, answers
+# by the default model (about 40 minutes on 2 cores; --no-answers measures rewrite + retrieval only).
+eval-chat: models
+	$(BIN)/rag eval chat -q --out eval/results/chat_qwen2.5-1.5b.json
 
 calibrate-gate: install
 	$(BIN)/python -m eval.calibrate_gate --embedder minilm
