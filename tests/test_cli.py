@@ -114,7 +114,7 @@ def test_search_reranks_with_the_bundled_model_offline(corpus_dir, tmp_path):
     r = rag("search", "What does k1 control in BM25?", "--index", index, "-k", "3", "--json")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
-    assert res["reranked"] and res["hits"][0]["doc_id"] == "bm25.md" and res["hits"][0]["scores"]["rerank"] > 0.5
+    assert res["reranked"] and res["hits"][0]["doc_id"] == "bm25.md" and res["hits"][0]["ranks"]["rerank"] == 1
     assert "huggingface.co" not in r.stderr
     r = rag("search", "x", "--index", index, env={"RAG_RERANKER": "models/no-such-reranker"})
     assert r.returncode == 0 and "no rerank" in r.stdout  # a missing local path is never a hub id

@@ -17,12 +17,23 @@ from rag.types import Turn
 # Words that make a question lean on an earlier turn: pronouns, demonstratives, ellipsis openers.
 _EN_REFERS = re.compile(
     r"\b(it|its|it's|they|them|their|theirs|this|that|these|those|he|she|him|her|his|hers|one|ones|"
-    r"there|then|former|latter|same|such|also|else|other|another|what about|how about|and what|why not)\b",
-    re.IGNORECASE)
+    r"there|then|former|latter|same|such|also|else|other|another|what about|how about|why not)\b"
+    r"|^\s*(and|or|but|so|also|plus)\b", re.IGNORECASE)
 _KO_REFERS = re.compile(r"(그것|그건|그게|그거|그럼|그러면|그래서|그리고|그런|그렇|이것|이건|이게|이거|저것|저건|거기|"
                         r"그분|그들|그녀|그는|그가|그의|그걸|이걸|저걸|그곳|이곳|해당|위의|앞의|둘 다|또는|어때|는요\??$|은요\??$)")
 _CITATION = re.compile(r"\s*\[\d+(?:\s*[,;]\s*\d+)*\]")
 SHORT_QUESTION_WORDS = 4
+
+# One worked example per language: the model must restate the question, not answer it.
+_REWRITE_EXAMPLE = {
+    "en": ("User: Who wrote the novel Dune?\nAssistant: Frank Herbert wrote it [1].", "When was it published?",
+           "When was the novel Dune by Frank Herbert published?"),
+    "ko": ("사용자: 소설 「토지」는 누가 썼나요?\n어시스턴트: 박경리가 썼습니다 [1].", "그건 몇 권인가요?",
+           "박경리의 소설 「토지」는 몇 권인가요?"),
+}
+_NOT_CONTENT = frozenset("a an the is are was were be do does did what which who whom whose when where why how "
+                         "it its they them their this that these those he she his her and or but so of in on at "
+                         "to for with by from about as one ones there then also".split())
 
 REWRITE_SYSTEM = {
     "en": ("You rewrite the user's last question into one standalone search query. Use the conversation only "
@@ -74,17 +85,43 @@ def rewrite_messages(question: str, history: Sequence[Turn], lang: str) -> list[
     lang = lang if lang in REWRITE_SYSTEM else "en"
     label = {"en": ("Conversation", "Last question", "Standalone query"),
              "ko": ("대화", "마지막 질문", "검색 질의")}[lang]
-    user = f"{label[0]}:\n{transcript(history, lang)}\n\n{label[1]}: {question.strip()}\n\n{label[2]}:"
-    return [{"role": "system", "content": REWRITE_SYSTEM[lang]}, {"role": "user", "content": user}]
+
+    def user(conversation: str, q: str) -> str:
+        return f"{label[0]}:\n{conversation}\n\n{label[1]}: {q.strip()}\n\n{label[2]}:"
+
+    ex_conversation, ex_question, ex_query = _REWRITE_EXAMPLE[lang]
+    return [{"role": "system", "content": REWRITE_SYSTEM[lang]},
+            {"role": "user", "content": user(ex_conversation, ex_question)},
+            {"role": "assistant", "content": ex_query},
+            {"role": "user", "content": user(transcript(history, lang), question)}]
 
 
-def clean_rewrite(text: str, question: str, max_chars: int = 400) -> str:
-    """The model's query without labels, quotes or a second line; the question itself when the
-    output is empty or implausibly long."""
+def _content_terms(text: str) -> list[str]:
+    """Words that carry a question's meaning (Korean words by their first two syllables, which drops
+    most particles and endings)."""
+    words = [w.lower() for w in re.findall(r"\w+", text)]
+    return [w[:2] if re.match(r"[\uac00-\ud7a3]", w) else w for w in words if w not in _NOT_CONTENT and len(w) > 1]
+
+
+def keeps_question(rewrite: str, question: str) -> bool:
+    """A rewrite must restate the question, so it keeps at least half of its content words; an
+    answer in place of a query ("1998", "France") does not."""
+    terms = _content_terms(question)
+    low = rewrite.lower()
+    return not terms or sum(t in low for t in terms) >= len(terms) / 2
+
+
+def clean_rewrite(text: str, question: str, history: Sequence[Turn] = (), max_chars: int = 400) -> str:
+    """The model's query without labels, quotes or a second line. When the output is empty,
+    implausibly long, or an answer rather than a query, the last earlier user question followed by
+    this one (the plain context-concatenation query), or the question itself without history."""
     line = next((ln for ln in text.strip().splitlines() if ln.strip()), "")
     line = re.sub(r"^\s*(standalone query|search query|query|검색 질의|질의)\s*[:：]\s*", "", line, flags=re.IGNORECASE)
-    line = line.strip().strip("\"'`“”‘’「」").strip()
-    return line if 0 < len(line) <= max_chars else question
+    line = line.strip().strip("\"'`“”‘’").strip()
+    if 0 < len(line) <= max_chars and keeps_question(line, question):
+        return line
+    previous = next((t.content for t in reversed(list(history)) if t.role == "user"), "")
+    return f"{previous} {question}".strip()
 
 
 def history_block(history: Sequence[Turn], lang: str) -> str:

@@ -85,7 +85,7 @@ class AnswerPipeline:
         messages = rewrite_messages(question, turns, detect_lang(question))
         text = "".join(self.generator.stream(messages, GenParams(temperature=0.0, max_tokens=64,
                                                                  seed=self.settings.seed)))
-        query = clean_rewrite(text, question)
+        query = clean_rewrite(text, question, turns)
         return query, query != question
 
     def prepare(self, question: str, top_k: int | None = None, filters: Filters | None = None,

@@ -2,6 +2,7 @@
 real server starts from a shell without any HF_* variable (offline by construction)."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -65,4 +66,5 @@ def test_rag_serve_starts_offline_with_the_bundled_reranker(fixture_index):
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0 and "huggingface.co" not in out and "Traceback" not in out, out
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal: -15 is its clean exit
+    assert proc.returncode in (0, -signal.SIGTERM) and "huggingface.co" not in out and "Traceback" not in out, out

@@ -29,7 +29,7 @@ def test_the_default_reranker_is_the_bundled_one_and_ranks_the_relevant_passage_
                             ["HNSW builds a navigable small-world graph over the vectors.",
                              "In BM25, k1 controls term-frequency saturation: how fast repeated terms stop adding score.",
                              "Lasagna is baked in layers."])
-    assert scores.argmax() == 1 and scores[1] > 0.5 > scores[2]
+    assert scores.argmax() == 1 and scores[1] - max(scores[0], scores[2]) > 0.2
 
 
 def test_a_corrupt_bundle_is_one_clear_error(tmp_path, monkeypatch):

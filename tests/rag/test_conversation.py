@@ -29,12 +29,18 @@ def test_which_questions_are_rewritten(question, history, expected):
     assert needs_rewrite(question, history, "always") is bool(history)
 
 
-def test_rewrite_output_is_cleaned_or_falls_back_to_the_question():
-    assert clean_rewrite('Query: "When was reciprocal rank fusion introduced?"\nBecause...', "q") == \
+def test_rewrite_output_is_cleaned_or_falls_back_to_the_conversation():
+    q = "When was it introduced?"
+    assert clean_rewrite('Query: "When was reciprocal rank fusion introduced?"\nBecause...', q) == \
         "When was reciprocal rank fusion introduced?"
-    assert clean_rewrite("검색 질의: BM25 k1 사용 시점", "q") == "BM25 k1 사용 시점"
-    assert clean_rewrite("   \n  ", "the question") == "the question"
-    assert clean_rewrite("x" * 500, "the question") == "the question"
+    assert clean_rewrite("검색 질의: BM25 k1은 언제 쓰나요?", "그럼 그건 언제 쓰나요?") == "BM25 k1은 언제 쓰나요?"
+    fallback = "What is reciprocal rank fusion? When was it introduced?"
+    assert clean_rewrite("   \n  ", q, HISTORY) == fallback  # empty
+    assert clean_rewrite("x" * 500, q, HISTORY) == fallback  # implausibly long
+    assert clean_rewrite("1998", q, HISTORY) == fallback  # an answer, not a query
+    assert clean_rewrite("France", "Which country received the most refugees?") == \
+        "Which country received the most refugees?"  # no history: the question itself
+    assert needs_rewrite("And how many ships?", HISTORY)
 
 
 def test_history_is_bounded_newest_first_and_earlier_citations_are_removed():
