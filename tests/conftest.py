@@ -119,6 +119,15 @@ class QuotingLLM(ScriptedLLM):
             yield word + " "
 
 
+def free_port() -> int:
+    """A port nothing listens on, on 127.0.0.1 (for live servers in tests)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture
 def korquad_file() -> Path:
     path = SHARED_DATA / "korquad1_dev" / "KorQuAD_v1.0_dev.json"

@@ -1,23 +1,5 @@
-"""Reading a committed index version: the chunk store, BM25 and dense indexes it holds.
-
-An index is a directory of immutable versions plus a ``CURRENT`` pointer.
-
-Layout::
-
-    DIR/
-      CURRENT              name of the committed version, e.g. "v000003" (replaced atomically)
-      .lock                flock'ed by the one writer; readers never take it
-      v000003/
-        manifest.json      schema version, embedder, tokenizer, BM25/chunking/dense params, counts
-        chunks.sqlite      documents and chunks (text, offsets, metadata)
-        dense.faiss        FAISS index keyed by chunk id
-        bm25.npz           term-frequency CSR matrix + row -> chunk id map (numpy, no pickle)
-        vocab.json         BM25 vocabulary
-
-A writer builds a new version in a temporary directory, fsyncs it, renames it into place and
-only then replaces ``CURRENT``. A writer killed at any moment therefore leaves the previous
-version committed and loadable; leftovers are removed by the next writer.
-"""
+"""Reading a committed index version: its chunk store (SQLite), BM25 term matrix and FAISS index,
+checked against its manifest (the directory layout: :mod:`rag.index`)."""
 
 from __future__ import annotations
 

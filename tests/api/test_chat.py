@@ -14,7 +14,7 @@ from openai import OpenAI
 
 from api.app import create_app
 from rag.config import Settings
-from tests.conftest import ROOT, SampledLLM
+from tests.conftest import ROOT, SampledLLM, free_port
 from tests.test_cli import OFFLINE_VARS
 
 HISTORY = [{"role": "user", "content": "What is reciprocal rank fusion?"},
@@ -106,7 +106,7 @@ def test_chat_requests_are_validated_and_keys_are_enforced(fixture_index, app_wi
 @pytest.mark.slow
 def test_official_openai_client_against_a_live_server_with_the_real_model(fixture_index):
     with httpx.Client() as probe:
-        port = _free_port()
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in OFFLINE_VARS}
         env.update(RAG_LLM_MODEL="smollm2", RAG_LLM_CONTEXT_TOKENS="2048", RAG_MAX_TOKENS="32", RAG_API_KEYS="sk-test")
         proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "serve", "--index", str(fixture_index), "--port",
@@ -131,12 +131,6 @@ def test_official_openai_client_against_a_live_server_with_the_real_model(fixtur
             proc.wait(timeout=60)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_ready(client: httpx.Client, port: int, proc, seconds: float = 180) -> None:

@@ -3,7 +3,6 @@ real server starts from a shell without any HF_* variable (offline by constructi
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from rag import text
 from rag.config import Settings
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 from tests.test_cli import OFFLINE_VARS
 
 
@@ -29,14 +28,10 @@ def test_readyz_is_503_until_start_up_has_loaded_everything(fixture_index):
         assert app.state.engine.retriever.embedder._model is not None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_rag_serve_starts_offline_with_the_bundled_reranker(fixture_index):
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in OFFLINE_VARS}
     env.update(RAG_LLM_MODEL="smollm2", RAG_LLM_CONTEXT_TOKENS="2048")
     proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "serve", "--index", str(fixture_index), "--port",

@@ -6,7 +6,6 @@ passage [1]), so the page's behaviour is what is tested, not a model's."""
 import json
 import os
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ import uvicorn
 
 from api.app import create_app
 from rag.config import Settings
-from tests.conftest import QuotingLLM
+from tests.conftest import QuotingLLM, free_port
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver")
@@ -24,10 +23,6 @@ pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian'
 SCREENSHOTS = os.environ.get("RAG_SCREENSHOTS")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -37,7 +32,7 @@ def live_ui(fixture_index, tmp_path, smollm2):
     settings = Settings(_env_file=None, index_dir=index, llm_model="smollm2", llm_context_tokens=2048,
                         reranker="none", max_tokens=48)
     app = create_app(settings)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

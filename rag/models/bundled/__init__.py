@@ -8,12 +8,14 @@ clear error instead of a model that quietly scores wrong.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from pathlib import Path
 
 from rag.errors import ConfigError
+from rag.models.gguf import sha256_of
+
+__all__ = ["ROOT", "WEIGHTS", "describe", "directory", "manifest", "sha256_of", "verified_dir"]
 
 ROOT = Path(__file__).resolve().parent
 WEIGHTS = "model.safetensors"
@@ -37,14 +39,6 @@ def describe(name: str) -> str:
     """'reranker-minilm-l6 v1' style label for status lines."""
     m = manifest(name)
     return f"{m['name']} v{m['version']}"
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verified_dir(name: str) -> Path:
