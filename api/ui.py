@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -48,56 +49,61 @@ def _documents(engine: Engine) -> list[list]:
     return [[d["doc_id"], d["title"] or "", d["lang"] or "", d["n_chunks"]] for d in index.documents(limit=1000)]
 
 
+def _respond(engine: Engine, question: str, chat: list[dict], turns: list[list[str]]) -> Iterator[tuple]:
+    question = (question or "").strip()
+    if not question:
+        yield chat, "", gr.update(), gr.update(), gr.update(), turns, gr.update()
+        return
+    chat = [*chat, {"role": "user", "content": question}, {"role": "assistant", "content": ""}]
+    yield chat, "", "*searching…*", gr.update(choices=[], value=None), "", turns, {}
+    try:
+        history = [Turn(role, content) for role, content in turns]
+        for kind, value in engine.pipeline().stream(question, history=history):
+            if kind == "delta":
+                chat[-1]["content"] += value
+                yield chat, "", "*answering…*", gr.update(), gr.update(), turns, gr.update()
+            else:
+                chat[-1]["content"] = value.text
+                turns = [*turns, ["user", question], ["assistant", value.text]]
+                yield (chat, "", _timings(value), gr.update(choices=_choices(value), value=None), "", turns,
+                       dict(zip(_choices(value), _passages(value))))
+    except RagError as exc:
+        chat[-1]["content"] = f"(error: {exc})"
+        yield chat, "", f"**Error** — {exc}", gr.update(), gr.update(), turns, gr.update()
+
+
+def _show(choice: str | None, passages: dict[str, str]) -> str:
+    return passages.get(choice or "", "")
+
+
+def _upload(engine: Engine, files: list[str] | None) -> tuple[str, list[list]]:
+    if not files:
+        return "Choose one or more files first.", _documents(engine)
+    try:
+        docs, skipped = load_uploads([(Path(f).name, Path(f).read_bytes()) for f in files],
+                                     int(engine.settings.max_file_mb * 1e6))
+        report = engine.ingest(docs)
+    except RagError as exc:
+        return f"**Error** — {exc}", _documents(engine)
+    skipped += [{"source": s.source, "reason": s.reason} for s in report.skipped]
+    lines = [f"Added {report.added}, updated {report.updated}, unchanged {report.unchanged}; index version "
+             f"{report.version}."] + [f"- skipped `{s['source']}`: {s['reason']}" for s in skipped]
+    return "\n".join(lines), _documents(engine)
+
+
+def _delete(engine: Engine, doc_id: str) -> tuple[str, list[list]]:
+    doc_id = (doc_id or "").strip()
+    try:
+        if doc_id not in engine.current().index.doc_hashes():
+            return f"No document `{doc_id.replace('`', '')}`.", _documents(engine)
+        report = engine.ingest(delete=[doc_id])
+    except RagError as exc:
+        return f"**Error** — {exc}", _documents(engine)
+    return f"Removed `{doc_id.replace('`', '')}`; index version {report.version}.", _documents(engine)
+
+
 def build_ui(engine: Engine) -> gr.Blocks:
-    def respond(question: str, chat: list[dict], turns: list[list[str]]) -> Iterator[tuple]:
-        question = (question or "").strip()
-        if not question:
-            yield chat, "", gr.update(), gr.update(), gr.update(), turns, gr.update()
-            return
-        chat = [*chat, {"role": "user", "content": question}, {"role": "assistant", "content": ""}]
-        yield chat, "", "*searching…*", gr.update(choices=[], value=None), "", turns, {}
-        try:
-            history = [Turn(role, content) for role, content in turns]
-            for kind, value in engine.pipeline().stream(question, history=history):
-                if kind == "delta":
-                    chat[-1]["content"] += value
-                    yield chat, "", "*answering…*", gr.update(), gr.update(), turns, gr.update()
-                else:
-                    chat[-1]["content"] = value.text
-                    turns = [*turns, ["user", question], ["assistant", value.text]]
-                    yield (chat, "", _timings(value), gr.update(choices=_choices(value), value=None), "", turns,
-                           dict(zip(_choices(value), _passages(value))))
-        except RagError as exc:
-            chat[-1]["content"] = f"(error: {exc})"
-            yield chat, "", f"**Error** — {exc}", gr.update(), gr.update(), turns, gr.update()
-
-    def show(choice: str | None, passages: dict[str, str]) -> str:
-        return passages.get(choice or "", "")
-
-    def upload(files: list[str] | None) -> tuple[str, list[list]]:
-        if not files:
-            return "Choose one or more files first.", _documents(engine)
-        try:
-            docs, skipped = load_uploads([(Path(f).name, Path(f).read_bytes()) for f in files],
-                                         int(engine.settings.max_file_mb * 1e6))
-            report = engine.ingest(docs)
-        except RagError as exc:
-            return f"**Error** — {exc}", _documents(engine)
-        skipped += [{"source": s.source, "reason": s.reason} for s in report.skipped]
-        lines = [f"Added {report.added}, updated {report.updated}, unchanged {report.unchanged}; index version "
-                 f"{report.version}."] + [f"- skipped `{s['source']}`: {s['reason']}" for s in skipped]
-        return "\n".join(lines), _documents(engine)
-
-    def delete(doc_id: str) -> tuple[str, list[list]]:
-        doc_id = (doc_id or "").strip()
-        try:
-            if doc_id not in engine.current().index.doc_hashes():
-                return f"No document `{doc_id.replace('`', '')}`.", _documents(engine)
-            report = engine.ingest(delete=[doc_id])
-        except RagError as exc:
-            return f"**Error** — {exc}", _documents(engine)
-        return f"Removed `{doc_id.replace('`', '')}`; index version {report.version}.", _documents(engine)
-
+    """The page: a Chat tab and a Documents tab, wired to ``engine``."""
     with gr.Blocks(title="rag-service") as ui:
         gr.Markdown("## Ask your documents\nAnswers cite the passages they use, or say that the documents do not "
                     "hold the answer. English and 한국어.")
@@ -125,12 +131,12 @@ def build_ui(engine: Engine) -> gr.Blocks:
                 remove = gr.Button("Delete", variant="stop", elem_id="delete", scale=1)
 
         outputs = [chatbot, question, status, sources, passage, turns, passages]
-        ask.click(respond, [question, chatbot, turns], outputs)
-        question.submit(respond, [question, chatbot, turns], outputs)
-        sources.change(show, [sources, passages], passage)
+        ask.click(partial(_respond, engine), [question, chatbot, turns], outputs)
+        question.submit(partial(_respond, engine), [question, chatbot, turns], outputs)
+        sources.change(_show, [sources, passages], passage)
         new.click(lambda: ([], "", "", gr.update(choices=[], value=None), "", [], {}), None, outputs)
-        add.click(upload, files, [doc_status, table])
-        remove.click(delete, doc_id, [doc_status, table])
+        add.click(partial(_upload, engine), files, [doc_status, table])
+        remove.click(partial(_delete, engine), doc_id, [doc_status, table])
     return ui
 
 
