@@ -77,11 +77,11 @@ class AnswerPipeline:
     def search_query(self, question: str, history: Sequence[Turn] = ()) -> tuple[str, bool]:
         """(the query to search, whether it was rewritten): a follow-up that leans on the conversation
         is rewritten by the LLM into a standalone query in its own language; a question that stands
-        alone (or has no history) is searched as written, at no cost."""
+        alone (or has no history) is searched as written, at no cost. ``history`` is already bounded
+        (:meth:`prepare` bounds it once for the rewrite and the answer)."""
         if not needs_rewrite(question, history, self.settings.rewrite):
             return question, False
-        turns = bounded(history, self.settings.history_turns, self.settings.history_tokens,
-                        self.generator.count_tokens)
+        turns = list(history)
         messages = rewrite_messages(question, turns, detect_lang(question))
         text = "".join(self.generator.stream(messages, GenParams(temperature=0.0, max_tokens=64,
                                                                  seed=self.settings.seed)))
@@ -96,6 +96,7 @@ class AnswerPipeline:
         s = self.settings
         k = top_k or s.context_passages
         t = time.perf_counter()
+        history = bounded(history, s.history_turns, s.history_tokens, self.generator.count_tokens) if history else []
         query, rewritten = self.search_query(question, history)
         t_search = time.perf_counter()
         result, gate = self.search_and_gate(query, k, filters)
@@ -121,8 +122,7 @@ class AnswerPipeline:
         s = self.settings
         question_copies = 2 if s.prompt_version == 2 else 1  # v2 repeats the question after the passages
         examples = self._examples_cost(lang) if s.prompt_version == 3 else 0
-        turns = bounded(history, s.history_turns, s.history_tokens, self.generator.count_tokens)
-        context = history_block(turns, lang)
+        context = history_block(history, lang)  # history: already bounded by prepare
         q_tokens = self.generator.count_tokens(question)
         budget = (s.llm_context_tokens - reserve - PROMPT_OVERHEAD_TOKENS - examples - question_copies * q_tokens
                   - (self.generator.count_tokens(context) if context else 0))
