@@ -100,6 +100,17 @@ class Settings(BaseSettings):
     llm_retries: int = Field(2, ge=0, le=5, description="Retries of connection failures before the first token.")
     llm_context_tokens: int = Field(4096, ge=512, description="The LLM's context window in tokens (prompt + answer).")
     llm_threads: int = Field(2, ge=1, description="CPU threads for the local LLM.")
+    llm_batch: int = Field(512, ge=32, le=4096, description="local: prompt tokens evaluated per llama.cpp batch "
+                           "(prefill speed; docs/studies/latency.md measures the choices).")
+    llm_flash_attn: bool = Field(False, description="local: llama.cpp's flash attention kernel for the prompt and "
+                                 "the answer.")
+    llm_prompt_cache_mb: int = Field(
+        512, ge=0, description="local: RAM (MB) for saved llama.cpp states: a prompt that starts like an earlier one "
+        "(the system prompt, a conversation's earlier turns) evaluates only the rest. 0: off (only the previous "
+        "prompt's prefix is reused).")
+    llm_cache_prompt: bool = Field(
+        False, description="openai backend: send 'cache_prompt: true' so a llama.cpp server reuses the common "
+        "prefix of successive prompts (other servers may reject the field).")
     max_tokens: int = Field(256, ge=1, le=4096, description="Longest answer in tokens (a request may ask for less).")
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (0: greedy).")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: the smallest token set of this probability.")
@@ -110,6 +121,14 @@ class Settings(BaseSettings):
         "refused).")
     context_passages: int = Field(3, ge=1, le=20, description="Passages offered to the LLM, best first (fewer "
                                   "passages: a shorter prompt and an earlier first token).")
+    passage_text: Literal["window", "chunk"] = Field(
+        "window", description="What the LLM reads of each passage: 'window' = the sentences that best match the "
+        "question with their neighbours, '…' where text was left out (a shorter prompt, an earlier first token); "
+        "'chunk' = the whole chunk. Citations name the whole passage either way.")
+    window_tokens: int = Field(120, ge=32, le=2048, description="'window' mode: LLM tokens per passage (a passage "
+                               "that fits is given whole).")
+    window_neighbours: int = Field(1, ge=0, le=5, description="'window' mode: sentences kept on each side of a "
+                                   "matching sentence.")
     consistency_samples: int = Field(
         0, ge=0, le=10, description="Self-consistency check: after an answer, draw this many more at "
         "consistency_temperature and refuse when they agree with it less than consistency_min_agreement "

@@ -74,6 +74,36 @@ def warm_up(korean: str = "kiwi") -> None:
         _get_kiwi().tokenize("형태소 분석을 미리 불러옵니다.")
 
 
+# An English sentence ends at . ! ? (and closing quotes/brackets) before whitespace and a capital,
+# digit, quote or bracket; "e.g. the" and "3.5 GB" do not end one.
+_SENT_END = re.compile(r"(?<=[.!?。])[\"')\]]*\s+(?=[A-Z0-9\"'(\[*`])")
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """Sentence spans ``(start, end)`` of ``text``, in order, covering its non-blank content.
+
+    Lines are split first (Markdown headings, bullets and table rows are units of their own);
+    a line with Hangul is split by Kiwi (it knows Korean endings such as "-다." and "-요?"), any
+    other line by punctuation followed by a capitalised word."""
+    spans: list[tuple[int, int]] = []
+    for line in re.finditer(r"[^\n]+", text):
+        start, body = line.start(), line.group(0)
+        if not body.strip():
+            continue
+        if has_hangul(body):
+            parts = [(s.start, s.end) for s in _get_kiwi().split_into_sents(body)]
+        else:
+            cuts = [m.start() for m in _SENT_END.finditer(body)]
+            bounds = [0, *cuts, len(body)]
+            parts = list(zip(bounds[:-1], bounds[1:]))
+        for a, b in parts:
+            seg = body[a:b]
+            if seg.strip():
+                lead = len(seg) - len(seg.lstrip())
+                spans.append((start + a + lead, start + a + len(seg.rstrip())))
+    return spans
+
+
 class Tokenizer:
     """BM25 analyser. Cheap to build; Kiwi loads lazily, the first time Korean text is seen."""
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from rag.answering.conversation import bounded, clean_rewrite, history_block, needs_rewrite, rewrite_messages
 from rag.answering.gate import GateDecision, retrieval_gate
+from rag.answering.windows import sentence_window
 from rag.answering.prompt import (
     MIN_PASSAGE_TOKENS,
     PROMPT_OVERHEAD_TOKENS,
@@ -108,14 +109,14 @@ class AnswerPipeline:
         messages: list[dict[str, str]] = []
         prompt_tokens = 0
         if gate.passed:
-            hits, messages = self._prompt(question, result, k, lang, history,
+            hits, messages = self._prompt(question, query, result, k, lang, history,
                                           s.max_tokens if max_tokens is None else max_tokens)
             # + the chat template's few tokens per message
             prompt_tokens = sum(self.generator.count_tokens(m["content"]) + 4 for m in messages)
         timings["prepare"] = (time.perf_counter() - t) * 1000
         return Prepared(result, gate, hits, messages, lang, timings, query, rewritten, prompt_tokens)
 
-    def _prompt(self, question: str, result: SearchResult, k: int, lang: str, history: Sequence[Turn],
+    def _prompt(self, question: str, query: str, result: SearchResult, k: int, lang: str, history: Sequence[Turn],
                 reserve: int) -> tuple[list[Hit], list[dict[str, str]]]:
         """(the passages that fit, the chat messages): the context budget counts the prompt, prompt
         version 3's examples, the bounded history, the question and the answer's ``reserve``."""
@@ -131,9 +132,19 @@ class AnswerPipeline:
                 f"the question ({q_tokens} tokens), the conversation and max_tokens ({reserve}) leave "
                 f"{max(budget, 0)} tokens of the model's {s.llm_context_tokens}-token context for passages (at least "
                 f"{MIN_PASSAGE_TOKENS} needed): shorten the question or lower max_tokens")
-        candidates = [(h.chunk.title, h.chunk.text) for h in result.hits[:k]]
+        candidates = [(h.chunk.title, self._passage_text(h, question, query)) for h in result.hits[:k]]
         packed = pack(candidates, self.generator.count_tokens, budget)
         return list(result.hits[: len(packed)]), build_messages(question, packed, lang, s.prompt_version, context)
+
+    def _passage_text(self, hit: Hit, question: str, query: str) -> str:
+        """What the LLM reads of a passage: the whole chunk, or its sentence window (``passage_text``)."""
+        s = self.settings
+        if s.passage_text == "chunk":
+            return hit.chunk.text
+        index = self.retriever.index
+        terms = set(index.tokenizer(question)) | (set(index.tokenizer(query)) if query != question else set())
+        return sentence_window(hit.chunk.text, terms, index.bm25.weight, index.tokenizer, self.generator.count_tokens,
+                               s.window_tokens, s.window_neighbours)
 
     def stream(self, question: str, top_k: int | None = None, filters: Filters | None = None,
                params: GenParams | None = None, cancel: threading.Event | None = None,

@@ -145,6 +145,11 @@ class BM25Index:
             scores[self._indices[s:e]] += (count * self.idf[t]) * self._data[s:e]
         return scores
 
+    def weight(self, term: str) -> float:
+        """The term's IDF in this index (0 for a term it does not hold)."""
+        t = self.term_index.get(term)
+        return float(self.idf[t]) if t is not None else 0.0
+
     def ceiling(self, query_tokens: Sequence[str]) -> float:
         """The score a document would reach with unbounded tf of every query term: a per-query
         scale that makes BM25 scores comparable across queries (used by the refusal gate).

@@ -29,11 +29,15 @@ if TYPE_CHECKING:
 class LlamaCppGenerator:
     """A GGUF model in-process through llama-cpp-python (one generation at a time)."""
 
-    def __init__(self, model_path: str, name: str | None = None, n_ctx: int = 4096, threads: int = 2) -> None:
+    def __init__(self, model_path: str, name: str | None = None, n_ctx: int = 4096, threads: int = 2,
+                 batch: int = 512, flash_attn: bool = False, cache_mb: int = 0) -> None:
         self.model_path = model_path
         self.name = name or model_path
         self.context_tokens = n_ctx
         self._threads = threads
+        self._batch = batch
+        self._flash_attn = flash_attn
+        self._cache_mb = cache_mb
         self._llm = None
         self._lock = threading.Lock()
 
@@ -45,7 +49,13 @@ class LlamaCppGenerator:
         except ImportError as exc:
             raise GeneratorError("the local generator needs llama-cpp-python (see README: install)") from exc
         self._llm = Llama(model_path=self.model_path, n_ctx=self.context_tokens, n_threads=self._threads,
-                          verbose=False)
+                          n_batch=self._batch, n_ubatch=self._batch, flash_attn=self._flash_attn, verbose=False)
+        if self._cache_mb:
+            from llama_cpp import LlamaRAMCache
+
+            # Saved states keyed by their tokens: a prompt sharing a prefix with any of them (not only
+            # with the last prompt) restores it and evaluates only the rest.
+            self._llm.set_cache(LlamaRAMCache(capacity_bytes=self._cache_mb << 20))
 
     def count_tokens(self, text: str) -> int:
         self.load()
@@ -70,8 +80,9 @@ class OpenAIGenerator:
     """Streaming client for OpenAI-compatible chat completions."""
 
     def __init__(self, base_url: str, model: str, api_key: str = "", timeout: float = 60.0, retries: int = 2,
-                 context_tokens: int = 4096) -> None:
+                 context_tokens: int = 4096, cache_prompt: bool = False) -> None:
         self.base_url = base_url.rstrip("/")
+        self.cache_prompt = cache_prompt
         self.model = model
         self.name = f"openai:{model}"
         self.context_tokens = context_tokens
@@ -102,6 +113,8 @@ class OpenAIGenerator:
             body["seed"] = params.seed
         if params.stop:
             body["stop"] = list(params.stop)
+        if self.cache_prompt:
+            body["cache_prompt"] = True  # llama.cpp server: reuse the KV cache of the common prefix
         for attempt in range(self._retries + 1):
             started = False
             try:
@@ -183,11 +196,12 @@ def make_generator(settings: Settings):
     """The generator the settings name (not loaded yet)."""
     if settings.generator == "openai":
         return OpenAIGenerator(settings.llm_base_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout,
-                               settings.llm_retries, settings.llm_context_tokens)
+                               settings.llm_retries, settings.llm_context_tokens, settings.llm_cache_prompt)
     if settings.generator == "hf":
         return HFGenerator(settings.llm_base_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout,
                            settings.llm_context_tokens)
     from rag.models.gguf import resolve_gguf
 
     return LlamaCppGenerator(str(resolve_gguf(settings.llm_model)), settings.llm_model, settings.llm_context_tokens,
-                             settings.llm_threads)
+                             settings.llm_threads, settings.llm_batch, settings.llm_flash_attn,
+                             settings.llm_prompt_cache_mb)
