@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from rag.answering.grounding import REFUSAL_REASON as GROUNDING_REFUSAL
 from rag.types import Answer
 
 
@@ -41,4 +42,11 @@ class Metrics:
         if usage["decode_tokens_per_s"]:
             self.decode_rate.observe(usage["decode_tokens_per_s"])
         if answer.refused:
-            self.refusals.labels("gate" if answer.timings_ms.get("generate", 0) == 0 else "model").inc()
+            self.refusals.labels(refusal_label(answer)).inc()
+
+
+def refusal_label(answer: Answer) -> str:
+    """Who refused: the retrieval gate (no LLM call), the grounding check, or the model itself."""
+    if not answer.prompt_tokens:  # the LLM never saw a prompt
+        return "gate"
+    return "grounding" if answer.refusal_reason == GROUNDING_REFUSAL else "model"

@@ -216,6 +216,17 @@ class CitationOut(BaseModel):
     score: float
 
 
+class GroundingOut(BaseModel):
+    """One answer sentence checked against the passages it cites."""
+
+    sentence: str
+    cited: list[int] = Field(description="Passage numbers that back it (re-cited when another passage states it).")
+    supported: bool
+    score: float = Field(description="The best support signal, 0..1.")
+    lexical: float = Field(description="Share of the sentence's own content terms the passage holds.")
+    learned: float | None = Field(description="The cross-encoder's score, when that signal is on.")
+
+
 class AskResponse(BaseModel):
     answer: str
     refused: bool
@@ -227,6 +238,8 @@ class AskResponse(BaseModel):
     rewritten: bool
     usage: dict[str, float] = Field(description="prompt_tokens, completion_tokens, and the LLM's prefill and decode "
                                                 "speed in tokens per second.")
+    grounding: list[GroundingOut] = Field(description="Each answer sentence checked against its cited passages "
+                                                      "(empty when the check is off or nothing was answered).")
     index_version: int
 
 
@@ -284,8 +297,10 @@ class RagExtra(BaseModel):
     citations: list[CitationOut]
     query: str
     rewritten: bool
-    answer: str = Field(description="The checked answer (out-of-range citations removed or repaired); in a "
-                                    "stream it can differ from the concatenated deltas.")
+    answer: str = Field(description="The checked answer (out-of-range citations removed or repaired, "
+                                    "unsupported sentences dropped); in a stream it can differ from the deltas.")
+    grounding: list[GroundingOut] = Field(default_factory=list, description="Each answer sentence checked "
+                                          "against its cited passages.")
     timings_ms: dict[str, float]
     index_version: int
 

@@ -29,7 +29,28 @@ def _timings(answer: Answer) -> str:
     stages = ", ".join(f"{k} {t[k]:.0f} ms" for k in shown if t.get(k))
     head = f"**Refused** — {answer.refusal_reason}" if answer.refused else f"**Answered** with {len(answer.citations)} source(s)"
     searched = f" · searched: `{answer.query.replace('`', '')}`" if answer.rewritten else ""
-    return f"{head}{searched}  \n{stages}"
+    return f"{head}{searched}  \n{stages}{_grounding(answer)}"
+
+
+def _grounding(answer: Answer) -> str:
+    """How many sentences the cited passages state, and which they do not (⚠ in the answer)."""
+    if not answer.grounding:
+        return ""
+    bad = [g for g in answer.grounding if not g.supported]
+    line = f"  \ngrounding: {len(answer.grounding) - len(bad)}/{len(answer.grounding)} sentences stated by their passages"
+    if bad:
+        line += " · ⚠ not stated: " + " · ".join(f"“{g.sentence.replace('`', '')}”" for g in bad)
+    return line
+
+
+def _marked(answer: Answer) -> str:
+    """The answer with ⚠ before each sentence its passages do not state (kept when the check only flags)."""
+    text = answer.text
+    for g in answer.grounding:
+        head = g.sentence.rstrip(".!?。 ")  # the text carries citation markers before the final stop
+        if not g.supported and head and head in text:
+            text = text.replace(head, f"⚠ {head}", 1)
+    return text
 
 
 def _choices(answer: Answer) -> list[str]:
@@ -63,7 +84,7 @@ def _respond(engine: Engine, question: str, chat: list[dict], turns: list[list[s
                 chat[-1]["content"] += value
                 yield chat, "", "*answering…*", gr.update(), gr.update(), turns, gr.update()
             else:
-                chat[-1]["content"] = value.text
+                chat[-1]["content"] = _marked(value)
                 turns = [*turns, ["user", question], ["assistant", value.text]]
                 yield (chat, "", _timings(value), gr.update(choices=_choices(value), value=None), "", turns,
                        dict(zip(_choices(value), _passages(value))))

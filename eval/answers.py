@@ -190,6 +190,13 @@ class Record:
     samples: list[str] | None = None
     answer: str | None = None
     golds: list[str] | None = None
+    # Grounding check (a run with RAG_GROUNDING=flag records what enforce would do, the answer unchanged):
+    sentences: int = 0  # checked sentences of the answer
+    unsupported: int = 0  # of them, stated by no passage
+    cites_supported: int = 0  # (sentence, cited passage) pairs where the passage states the sentence
+    cites_total: int = 0
+    grounding_refuses: bool = False  # enforce would refuse: nothing of substance is supported
+    grounding_ms: float | None = None
 
 
 def with_rerank_gate(records: Sequence[Record], threshold: float) -> list[Record]:
@@ -219,6 +226,32 @@ def refuse_below(records: Sequence[Record], score: Callable[[Record], float | No
                        agreement=r.agreement, question=r.question, golds=r.golds, samples=r.samples)
         out.append(r)
     return out
+
+
+def with_grounding_enforced(records: Sequence[Record]) -> list[Record]:
+    """The records as enforce mode would leave them (exact for a run in flag mode: the model's answer
+    does not depend on the check): an answer with nothing of substance supported becomes a refusal."""
+    return refuse_below(records, lambda r: 0.0 if r.grounding_refuses else None, 0.5, "grounding")
+
+
+def grounding_summary(records: Sequence[Record]) -> dict[str, Any]:
+    """What the grounding check saw: answers flagged, what enforce changes, citation accuracy with a
+    citation counted correct only when its passage states its sentence."""
+    answered = [r for r in records if not r.refused and r.sentences]
+    if not answered:
+        return {}
+    enforced = summarize(with_grounding_enforced(records), [])
+    pairs = sum(r.cites_total for r in answered)
+    times = [r.grounding_ms for r in answered if r.grounding_ms is not None]
+    totals = [r.total_ms for r in answered if r.total_ms]
+    return {"answers_checked": len(answered),
+            "answers_flagged": round(sum(r.unsupported > 0 for r in answered) / len(answered), 4),
+            "enforce_refuses": sum(r.grounding_refuses for r in answered),
+            "citation_accuracy_supported": round(sum(r.cites_supported for r in answered) / pairs, 4) if pairs else None,
+            "enforce": {k: enforced[k] for k in ("false_refusal", "unanswerable_refused", "contains_gold",
+                                                 "citation_accuracy")},
+            "check_ms_p50": round(statistics.median(times), 2) if times else None,
+            "check_share_of_total": round(sum(times) / sum(totals), 4) if times and totals else None}
 
 
 def summarize(records: Sequence[Record], predictions_for_bleu: Sequence[tuple[str, Sequence[str]]],
@@ -294,6 +327,8 @@ def ask_all(pipeline: Any, items: Sequence[QAItem], keep_text: bool, progress: b
                      tokens=answer.tokens, gate={k: (round(v, 4) if v is not None else None)
                                                  for k, v in prep.gate.signals.items()})
         rec.agreement = answer.agreement
+        if answer.grounding:
+            record_grounding(rec, answer)
         if not item.impossible and not answer.refused:
             text = strip_citations(answer.text)
             rec.em = best_over_golds(exact_match, text, item.answers, q_lang)
@@ -309,6 +344,18 @@ def ask_all(pipeline: Any, items: Sequence[QAItem], keep_text: bool, progress: b
         bar.set_postfix(refused=sum(r.refused for r in records),
                         contains=f"{sum(r.contains for r in done) / max(1, len(done)):.2f}")
     return records, bleu_pairs, lang
+
+
+def record_grounding(rec: Record, answer: Any) -> None:
+    from rag.answering.grounding import has_substance
+
+    checks = answer.grounding
+    rec.sentences = len(checks)
+    rec.unsupported = sum(not g.supported for g in checks)
+    rec.cites_total = sum(len(g.cited) for g in checks)
+    rec.cites_supported = sum(len(g.cited) for g in checks if g.supported)
+    rec.grounding_refuses = not answer.refused and not has_substance(checks)
+    rec.grounding_ms = answer.timings_ms.get("grounding")
 
 
 def write_report(result: dict[str, Any], out: Path) -> None:
@@ -343,6 +390,16 @@ def write_report(result: dict[str, Any], out: Path) -> None:
             ("tokens/s p50 / p95", f"{fmt(m['tokens_per_s']['p50'], False)} / {fmt(m['tokens_per_s']['p95'], False)}"),
             ("total per question p50 / p95 (ms)",
              f"{fmt(m['total_ms']['p50'], False)} / {fmt(m['total_ms']['p95'], False)}")]
+    g = m.get("grounding") or {}
+    if g:
+        e = g["enforce"]
+        rows += [("grounding: answers with an unsupported sentence", fmt(g["answers_flagged"])),
+                 ("grounding: citation accuracy (its passage states its sentence)", fmt(g["citation_accuracy_supported"])),
+                 ("grounding enforced: answerable falsely refused", fmt(e["false_refusal"])),
+                 ("grounding enforced: unanswerable refused", fmt(e["unanswerable_refused"])),
+                 ("grounding enforced: contains gold, answered", fmt(e["contains_gold"])),
+                 ("grounding: check time p50 (ms) / share of answer time",
+                  f"{fmt(g['check_ms_p50'], False)} / {fmt(g['check_share_of_total'])}")]
     lines = [f"# Answers: {result['dataset']} ({result['part']}, {m['questions']} questions) with {result['model']}",
              "", "| metric | value |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in rows]
     lines += ["", f"Index: {result['index']['embedder']}, {result['index']['chunks']} chunks; reranker: "
@@ -371,5 +428,7 @@ def run(pipeline: Any, name: str, items: Sequence[QAItem], keep_text: bool, prog
         ) -> dict[str, Any]:
     t = time.perf_counter()
     records, bleu_pairs, lang = ask_all(pipeline, items, keep_text, progress)
-    return {"dataset": name, "lang": lang, "metrics": summarize(records, bleu_pairs, lang),
+    metrics = summarize(records, bleu_pairs, lang)
+    metrics["grounding"] = grounding_summary(records)
+    return {"dataset": name, "lang": lang, "metrics": metrics,
             "records": [asdict(r) for r in records], "seconds": round(time.perf_counter() - t, 1)}

@@ -148,6 +148,16 @@ class Settings(BaseSettings):
     citation_repair: bool = Field(
         True, description="Cite the passage holding most of the answer's own terms when the model cited none, or "
         "when it holds over twice as many as every passage the model cited.")
+    grounding: Literal["enforce", "flag", "off"] = Field(
+        "enforce", description="Grounding check of every answer sentence against the passages it cites: 'enforce' "
+        "re-cites a sentence to the passage that states it or drops it, and refuses ('the passages do not state "
+        "this') when nothing of substance is left; 'flag' only reports each sentence's support; 'off'.")
+    grounding_min_overlap: float = Field(
+        0.5, ge=0, le=1, description="Least share of a sentence's own content terms (its terms minus the "
+        "question's) that a cited passage must hold to support it.")
+    grounding_min_rerank: float | None = Field(
+        None, ge=0, le=1, description="Also count a sentence as supported when the cross-encoder scores it "
+        "against the passage at least this high (languages the cross-encoder reads; None: lexical check only).")
     # Retrieval gate: refuse without calling the LLM when the best candidate is this weak
     # (thresholds from `python -m eval.calibrate_gate`; docs/studies/gate-calibration.md).
     gate_bm25: float = Field(0.39, ge=0, le=1.01, description="Least BM25 top score, as a fraction of its ceiling "

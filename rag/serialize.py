@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rag.types import Answer, Citation, Hit, SearchResult
+from rag.types import Answer, Citation, Grounding, Hit, SearchResult
 
 SNIPPET_CHARS = 300
 
@@ -35,7 +35,13 @@ def citation_to_dict(citation: Citation) -> dict[str, Any]:
             "snippet": c.text[:SNIPPET_CHARS], "score": citation.hit.score}
 
 
+def grounding_to_dict(g: Grounding) -> dict[str, Any]:
+    return {"sentence": g.sentence, "cited": list(g.cited), "supported": g.supported, "score": g.score,
+            "lexical": g.lexical, "learned": g.learned}
+
+
 def answer_to_dict(answer: Answer) -> dict[str, Any]:
     return {"answer": answer.text, "refused": answer.refused, "refusal_reason": answer.refusal_reason,
             "citations": [citation_to_dict(c) for c in answer.citations], "timings_ms": answer.timings_ms,
-            "model": answer.model, "query": answer.query, "rewritten": answer.rewritten, "usage": answer.usage()}
+            "model": answer.model, "query": answer.query, "rewritten": answer.rewritten, "usage": answer.usage(),
+            "grounding": [grounding_to_dict(g) for g in answer.grounding]}

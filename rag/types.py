@@ -83,6 +83,19 @@ class Turn:
 
 
 @dataclass(frozen=True)
+class Grounding:
+    """One answer sentence checked against the passages it cites (see rag.answering.grounding)."""
+
+    sentence: str
+    cited: tuple[int, ...]  # passage numbers backing it (re-cited when another passage states it)
+    supported: bool
+    score: float  # the best support signal of the best passage, 0..1
+    lexical: float  # share of the sentence's own terms that passage holds
+    learned: float | None = None  # the learned score, when one ran
+    substantive: bool = True  # False: the sentence only restates the question
+
+
+@dataclass(frozen=True)
 class Answer:
     """A generated answer. A refusal is data (``refused=True``), never an exception."""
 
@@ -98,6 +111,7 @@ class Answer:
     query: str = ""  # what was searched: the question, or its standalone rewrite in a conversation
     rewritten: bool = False
     prompt_tokens: int = 0  # the prompt the LLM evaluated before its first token (0 when it was not called)
+    grounding: tuple[Grounding, ...] = ()  # per-sentence support (empty: check off, or no answer to check)
 
     def usage(self) -> dict[str, float]:
         """Prompt and answer tokens, and the LLM's speed: prefill (prompt tokens per second of time to

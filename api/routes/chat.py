@@ -34,7 +34,7 @@ from api.schemas import (
 )
 from rag.config import Settings
 from rag.errors import RagError
-from rag.serialize import citation_to_dict
+from rag.serialize import citation_to_dict, grounding_to_dict
 from rag.types import Answer, GenParams
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
@@ -52,6 +52,7 @@ def _rag(answer: Answer, index_version: int) -> dict:
     return RagExtra(refused=answer.refused, refusal_reason=answer.refusal_reason,
                     citations=[citation_to_dict(c) for c in answer.citations], query=answer.query,
                     rewritten=answer.rewritten, answer=answer.text, timings_ms=answer.timings_ms,
+                    grounding=[grounding_to_dict(g) for g in answer.grounding],
                     index_version=index_version).model_dump()
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from rag.answering.conversation import bounded, clean_rewrite, history_block, needs_rewrite, rewrite_messages
 from rag.answering.gate import GateDecision, retrieval_gate
+from rag.answering import grounding
 from rag.answering.windows import sentence_window
 from rag.answering.prompt import (
     MIN_PASSAGE_TOKENS,
@@ -33,7 +34,7 @@ from rag.config import Settings
 from rag.errors import InvalidRequestError
 from rag.protocols import Generator, Retriever
 from rag.text import detect_lang
-from rag.types import Answer, Citation, Filters, GenParams, Hit, SearchResult, Turn
+from rag.types import Answer, Citation, Filters, GenParams, Grounding, Hit, SearchResult, Turn
 
 
 @dataclass
@@ -202,18 +203,43 @@ class AnswerPipeline:
                 yield "answer", answer(text=refusal, refused=True,
                                        refusal_reason=f"sampled answers disagree (agreement {agree:.2f})")
                 return
-        text, citations = self._cited(raw, question, prep.hits)
-        yield "answer", answer(text=text, refused=False, citations=citations)
+        text, cited = self._cited(raw, question, prep.hits)
+        checks: tuple = ()
+        if self.settings.grounding != "off" and prep.hits:
+            t_check = time.perf_counter()
+            checks = tuple(self._ground(text, question, prep.hits, prep.lang))
+            if self.settings.grounding == "enforce":
+                text, cited = grounding.render(checks, keep_unsupported=False)
+            timings.update(grounding=round((time.perf_counter() - t_check) * 1000, 2),
+                           total=round((time.perf_counter() - t0) * 1000, 2))
+            if self.settings.grounding == "enforce" and not grounding.has_substance(checks):
+                yield "answer", answer(text=refusal, refused=True, refusal_reason=grounding.REFUSAL_REASON,
+                                       grounding=checks)
+                return
+        yield "answer", answer(text=text, refused=False, grounding=checks,
+                               citations=tuple(Citation(n, prep.hits[n - 1]) for n in cited))
 
-    def _cited(self, raw: str, question: str, hits: list[Hit]) -> tuple[str, tuple[Citation, ...]]:
+    def _cited(self, raw: str, question: str, hits: list[Hit]) -> tuple[str, list[int]]:
         """The answer with out-of-range citations removed (and repaired when the setting says so),
-        and the passages it cites."""
+        and the numbers of the passages it cites."""
         text, cited = extract_citations(raw, len(hits))
         if hits and self.settings.citation_repair:
             tok = self.retriever.index.tokenizer
             overlaps = support(text, tok(question), [tok(h.chunk.text) for h in hits], tok)
             text, cited = repair_citations(text, cited, overlaps)
-        return text, tuple(Citation(n, hits[n - 1]) for n in cited)
+        return text, cited
+
+    def _ground(self, text: str, question: str, hits: list[Hit], lang: str) -> list[Grounding]:
+        """Each sentence of ``text`` checked against the whole passages (not the windows the model
+        read: a citation names the passage). The cross-encoder adds its score for languages it reads."""
+        s = self.settings
+        reranker = getattr(self.retriever, "reranker", None)
+        scorer = None
+        if s.grounding_min_rerank is not None and reranker is not None and self.retriever.rerank_supports(lang):
+            scorer = lambda sentence, passages: reranker.score(sentence, passages)  # noqa: E731
+        thresholds = grounding.Thresholds(s.grounding_min_overlap, s.grounding_min_rerank)
+        return grounding.check(text, question, [h.chunk.text for h in hits], self.retriever.index.tokenizer,
+                               thresholds, scorer)
 
     def _agreement(self, question: str, answer: str, messages: list[dict[str, str]], params: GenParams,
                    cancel: threading.Event | None) -> tuple[float, tuple[str, ...]] | None:

@@ -26,6 +26,32 @@ if TYPE_CHECKING:
     from rag.config import Settings
 
 
+def _lean_llama_class():
+    """llama_cpp.Llama whose saved states leave out the logits of past positions.
+
+    Llama.save_state copies its whole logits buffer (batch × vocabulary floats: 311 MB for Qwen2.5
+    at batch 512) into every saved state, which made each answer and each cache hit pay for
+    copying it. A restored state is re-evaluated from its last token before sampling
+    (``_requires_eval``), so only the last row is kept; load_state broadcasts it."""
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp import Llama, LlamaState
+
+    class LeanLlama(Llama):
+        def save_state(self) -> LlamaState:
+            size = llama_cpp.llama_state_get_size(self._ctx.ctx)
+            buf = (ctypes.c_uint8 * int(size))()
+            n_bytes = llama_cpp.llama_state_get_data(self._ctx.ctx, buf, size)
+            if int(n_bytes) > int(size):
+                raise RuntimeError("Failed to copy llama state data")
+            return LlamaState(scores=self._scores[-1:].copy(), input_ids=self.input_ids.copy(),
+                              n_tokens=self.n_tokens, llama_state=ctypes.string_at(buf, int(n_bytes)),
+                              llama_state_size=n_bytes, seed=self._seed)
+
+    return LeanLlama
+
+
 class LlamaCppGenerator:
     """A GGUF model in-process through llama-cpp-python (one generation at a time)."""
 
@@ -45,7 +71,7 @@ class LlamaCppGenerator:
         if self._llm is not None:
             return
         try:
-            from llama_cpp import Llama
+            Llama = _lean_llama_class()
         except ImportError as exc:
             raise GeneratorError("the local generator needs llama-cpp-python (see README: install)") from exc
         self._llm = Llama(model_path=self.model_path, n_ctx=self.context_tokens, n_threads=self._threads,

@@ -24,7 +24,7 @@ def client(index_dir, smollm2):
 
 
 ANSWER_KEYS = {"answer", "refused", "refusal_reason", "citations", "timings_ms", "model", "query", "rewritten", "usage",
-               "index_version"}
+               "grounding", "index_version"}
 CITATION_KEYS = {"n", "doc_id", "chunk_id", "title", "source", "snippet", "score"}
 
 
@@ -74,6 +74,44 @@ def test_streamed_answer_is_the_deltas_then_the_checked_answer(scripted_client):
     assert "".join(d["text"] for k, d in events if k == "delta") == "k1 controls term-frequency saturation [1]."
     final = events[-1][1]
     assert set(final) == ANSWER_KEYS and not final["refused"] and [c["n"] for c in final["citations"]] == [1]
+
+
+@pytest.fixture
+def outside_knowledge_client(index_dir, smollm2):
+    """The real service with an LLM that answers from outside the passages and cites [1] anyway."""
+    settings = Settings(_env_file=None, index_dir=index_dir, llm_model="smollm2", llm_context_tokens=2048,
+                        reranker="none", max_tokens=32)
+    with TestClient(create_app(settings)) as c:
+        c.app.state.engine.generator = ScriptedLLM(["Kubernetes autoscales pods ", "on memory pressure [1]."],
+                                                   smollm2.count_tokens)
+        yield c
+
+
+def test_an_answer_its_passages_do_not_state_is_refused_with_the_reason(outside_knowledge_client):
+    c = outside_knowledge_client
+    body = c.post("/ask", json={"question": "What does the parameter k1 control in BM25?"}).json()
+    assert body["refused"] and body["refusal_reason"] == "the passages do not state this" and body["citations"] == []
+    (g,) = body["grounding"]
+    assert g["sentence"] == "Kubernetes autoscales pods on memory pressure." and not g["supported"]
+    assert set(g) == {"sentence", "cited", "supported", "score", "lexical", "learned"}
+    metrics = c.get("/metrics").text
+    assert 'rag_refusals_total{reason="grounding"} 1.0' in metrics, [m for m in metrics.splitlines() if "refus" in m]
+
+
+def test_a_streamed_answer_can_end_as_a_grounding_refusal(outside_knowledge_client):
+    with outside_knowledge_client.stream("POST", "/ask", json={"question": "What does the parameter k1 control in BM25?",
+                                                               "stream": True}) as r:
+        events = _sse(r)
+    assert [k for k, _ in events] == ["delta", "delta", "answer"]
+    final = events[-1][1]
+    assert final["refused"] and final["refusal_reason"] == "the passages do not state this"
+    assert final["grounding"][0]["supported"] is False
+
+
+def test_a_supported_answer_carries_its_grounding(scripted_client):
+    body = scripted_client.post("/ask", json={"question": "What does the parameter k1 control in BM25?"}).json()
+    (g,) = body["grounding"]
+    assert g["supported"] and g["cited"] == [1] and g["lexical"] >= 0.5
 
 
 def _sse(response) -> list[tuple[str, dict]]:

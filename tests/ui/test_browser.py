@@ -15,7 +15,7 @@ import uvicorn
 
 from api.app import create_app
 from rag.config import Settings
-from tests.conftest import QuotingLLM, free_port
+from tests.conftest import QuotingLLM, ScriptedLLM, free_port
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver")
@@ -136,3 +136,36 @@ def test_chat_in_two_languages_with_citations_and_an_upload(live_ui, browser, tm
     status = _ask(browser, "Who has priority at a zebra crossing?")
     assert status.startswith("Answered with 1 source")
     assert "zebra-crossings.md" in browser.find_element(By.ID, "sources").text
+
+
+@pytest.fixture
+def flagging_ui(fixture_index, tmp_path, smollm2):
+    """The live UI with the grounding check in flag mode and an LLM that adds a claim from outside."""
+    settings = Settings(_env_file=None, index_dir=fixture_index, llm_model="smollm2", llm_context_tokens=2048,
+                        reranker="none", max_tokens=48, grounding="flag")
+    app = create_app(settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.started, "uvicorn did not start"
+    app.state.engine.generator = ScriptedLLM(["k1 controls term frequency saturation [1]. ",
+                                              "Kubernetes autoscales pods on memory pressure [1]."])
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def test_the_ui_marks_a_sentence_its_passages_do_not_state(flagging_ui, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(flagging_ui + "/ui/")
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#question textarea"))
+    status = _ask(browser, "What does the parameter k1 control in BM25?")
+    assert "grounding: 1/2 sentences" in status and "not stated" in status and "Kubernetes" in status
+    _wait(browser, lambda d: any("⚠ Kubernetes" in b.text for b in d.find_elements(By.CSS_SELECTOR, "#chat .message")))
+    bubbles = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "#chat .message")]
+    assert not any("⚠ k1" in b for b in bubbles), bubbles
