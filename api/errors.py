@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -76,6 +77,11 @@ def install(app: FastAPI) -> None:
         if status >= 500:
             log.warning("%s: %s", exc.__class__.__name__, exc)
         return JSONResponse(status_code=status, content=error_body(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content={"error": str(exc.detail), "detail": None},
+                            headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

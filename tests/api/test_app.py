@@ -65,6 +65,33 @@ def test_unknown_metadata_field_and_oversized_body(client, index_dir):
         assert r.status_code == 413 and "too large" in r.json()["error"]
 
 
+def test_a_chunked_body_without_content_length_is_limited_too(index_dir):
+    def chunks(total: int, piece: bytes = b" " * 4096):
+        yield b'{"query": "'
+        for _ in range(total // len(piece)):
+            yield piece
+        yield b'"}'
+
+    with make_client(index_dir, max_body_mb=0.05) as small:
+        r = small.post("/search", content=chunks(200_000), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and r.json()["error"] == "request body too large"
+        assert "content-length" not in {k.lower() for k in r.request.headers}  # it really was chunked
+        before = small.get("/documents").json()
+        boundary = "x1234"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.md\"\r\n"
+                f"Content-Type: text/markdown\r\n\r\n").encode()
+
+        def upload():
+            yield body
+            yield from (b"word " * 1000 for _ in range(40))
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        r = small.post("/documents", content=upload(),
+                       headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+        assert r.status_code == 413 and small.get("/documents").json() == before  # nothing ingested, nothing lost
+        assert small.post("/search", json={"query": "BM25"}).status_code == 200  # and the service goes on
+
+
 def test_api_keys(index_dir):
     with make_client(index_dir, api_keys="k1, k2") as c:
         assert c.get("/healthz").status_code == 200
