@@ -205,7 +205,7 @@ def _ready_embedder(embedder: Embedder | None, settings: Settings, base: Index |
         name = settings.embedder
         if name == AUTO:
             name = base.embedder_name if base else choose_embedder([d for d in sources if isinstance(d, Document)])
-        embedder = make_embedder(name, settings.embed_threads)
+        embedder = make_embedder(name, settings.embed_threads, settings.e5_engine)
     if base is not None and base.embedder_name != embedder.name:
         _check_compatible(base, {"embedder": {"name": embedder.name}}, keys=("embedder",))
     embedder.load()

