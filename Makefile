@@ -234,3 +234,30 @@ bench-api: install
 	$(MAKE) models LLM=qwen2.5-1.5b
 	$(BIN)/rag ingest corpus --index $(INDEX)
 	$(BIN)/python -m eval.bench_api --index $(INDEX)
+
+# --- time to first token and grounding (docs/studies/time-to-first-token.md, docs/studies/grounding.md) ---
+.PHONY: bench-ttft bench-engine eval-windows eval-grounding
+
+# The same questions through whole chunks and through sentence windows + prompt cache, side by side
+# (English and Korean on the bundled corpus, Korean on long KorQuAD passages; about 20 minutes).
+bench-ttft: models
+	$(BIN)/rag ingest corpus --index $(INDEX)
+	$(BIN)/python -m eval.bench_ttft --index $(INDEX)
+
+# Prefill speed of the local LLM by batch size, flash attention, threads, prompt length and language.
+bench-engine: models
+	$(BIN)/python -m eval.bench_engine
+
+# Answer quality with windows and with whole chunks, the grounding check recording what enforce does.
+WINDOWS := --set grounding=flag --set max_tokens=96
+eval-windows: models
+	for mode in window chunk; do \
+	  $(ANSWERS) --dataset $(SHARED)/squad2_dev/dev-v2.0.json --limit 40 $(WINDOWS) --set passage_text=$$mode \
+	    --out eval/results/answers_squad_$${mode}s.json || exit 1; \
+	  $(ANSWERS) --dataset $(SHARED)/korquad1_dev/KorQuAD_v1.0_dev.json --limit 20 $(WINDOWS) --set passage_text=$$mode \
+	    --out eval/results/answers_korquad_$${mode}s.json || exit 1; done
+
+# The grounding check: thresholds on the train parts, then the near-topic questions (eval/data/near_topic.md).
+eval-grounding: models
+	$(BIN)/python -m eval.calibrate_grounding
+	$(BIN)/python -m eval.grounding

@@ -5,8 +5,10 @@ knowledge and cites ``[1]`` anyway; a citation in range proves nothing. After ge
 answer is split into sentences (Kiwi for Korean) and each is checked against its cited passages:
 
 * lexical support: the share of the sentence's own content terms (its BM25 terms minus the
-  question's: what it adds) that the passage holds, with the index's analyser (stems, Kiwi
-  morphemes), so the check reads both languages the way retrieval does;
+  question's: what it adds) that one place of the passage holds — two consecutive sentences,
+  which must also hold the question terms the sentence repeats (its subject) — with the index's
+  analyser (stems, Kiwi morphemes), so the check reads both languages the way retrieval does. A
+  wrong answer assembled from words scattered over a near-topic passage is not supported;
 * a learned score, when a scorer is given (the cross-encoder, for languages it reads): the
   probability that the passage bears on the sentence, for paraphrases lexical overlap misses.
 
@@ -64,18 +66,38 @@ def own_terms(sentence: str, question_terms: set[str], tokenize: Callable[[str],
     return set(tokenize(sentence)) - question_terms
 
 
+def passage_windows(passage: str, tokenize: Callable[[str], list[str]], size: int = 2) -> list[set[str]]:
+    """The analysed terms of every ``size`` consecutive sentences of ``passage``."""
+    sentences = [set(tokenize(passage[a:b])) for a, b in split_sentences(passage)] or [set(tokenize(passage))]
+    return [set().union(*sentences[i:i + size]) for i in range(max(1, len(sentences) - size + 1))]
+
+
+def local_support(own: set[str], subject: set[str], windows: Sequence[set[str]]) -> float:
+    """How well one place of the passage states a sentence: over windows of consecutive
+    sentences, the best of min(share of the sentence's own terms there, share of its subject —
+    the question terms it repeats — there). Terms scattered over a passage ("7" in one
+    sentence, "bits" in another) do not state a claim together."""
+    best = 0.0
+    for w in windows:
+        own_share = len(own & w) / len(own)
+        subject_share = len(subject & w) / len(subject) if subject else 1.0
+        best = max(best, min(own_share, subject_share))
+    return best
+
+
 def check(answer: str, question: str, passages: Sequence[str], tokenize: Callable[[str], list[str]],
           thresholds: Thresholds, scorer: Scorer | None = None) -> list[Grounding]:
     """One :class:`Grounding` per sentence of ``answer`` (``passages`` numbered from 1)."""
     q_terms = set(tokenize(question))
-    p_terms = [set(tokenize(p)) for p in passages]
+    p_windows = [passage_windows(p, tokenize) for p in passages]
     out = []
     for sentence, cited in sentences_with_citations(answer):
-        terms = own_terms(sentence, q_terms, tokenize)
+        s_terms = set(tokenize(sentence))
+        terms, subject = s_terms - q_terms, s_terms & q_terms
         if not terms:  # restates the question: no claim of its own to check
             out.append(Grounding(sentence, tuple(cited), True, 1.0, 1.0, None, substantive=False))
             continue
-        lexical = [len(terms & pt) / len(terms) for pt in p_terms]
+        lexical = [local_support(terms, subject, w) for w in p_windows]
         learned = list(scorer(sentence, passages)) if scorer is not None and thresholds.learned is not None else None
 
         def supports(i: int) -> bool:

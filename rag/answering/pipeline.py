@@ -133,17 +133,23 @@ class AnswerPipeline:
                 f"the question ({q_tokens} tokens), the conversation and max_tokens ({reserve}) leave "
                 f"{max(budget, 0)} tokens of the model's {s.llm_context_tokens}-token context for passages (at least "
                 f"{MIN_PASSAGE_TOKENS} needed): shorten the question or lower max_tokens")
-        candidates = [(h.chunk.title, self._passage_text(h, question, query)) for h in result.hits[:k]]
+        terms = self._query_terms(question, query) if s.passage_text == "window" else set()
+        candidates = [(h.chunk.title, self._passage_text(h, terms)) for h in result.hits[:k]]
         packed = pack(candidates, self.generator.count_tokens, budget)
         return list(result.hits[: len(packed)]), build_messages(question, packed, lang, s.prompt_version, context)
 
-    def _passage_text(self, hit: Hit, question: str, query: str) -> str:
+    def _query_terms(self, question: str, query: str) -> set[str]:
+        """The analysed terms of the question and of its standalone rewrite (a follow-up's "it" is
+        only named in the rewrite)."""
+        tok = self.retriever.index.tokenizer
+        return set(tok(question)) | (set(tok(query)) if query != question else set())
+
+    def _passage_text(self, hit: Hit, terms: set[str]) -> str:
         """What the LLM reads of a passage: the whole chunk, or its sentence window (``passage_text``)."""
         s = self.settings
         if s.passage_text == "chunk":
             return hit.chunk.text
         index = self.retriever.index
-        terms = set(index.tokenizer(question)) | (set(index.tokenizer(query)) if query != question else set())
         return sentence_window(hit.chunk.text, terms, index.bm25.weight, index.tokenizer, self.generator.count_tokens,
                                s.window_tokens, s.window_neighbours)
 

@@ -34,6 +34,17 @@ def test_a_claim_is_re_cited_to_the_passage_that_states_it():
     assert render([g], keep_unsupported=False) == ("It scales on CPU utilisation [2].", [2])
 
 
+def test_terms_scattered_over_a_passage_do_not_support_a_claim():
+    passage = ("Release 7 added new quantisation types. Q4_K_M keeps most of the quality. A small model needs 4 GB. "
+               "Smaller types lose more. Each weight costs some bits.")
+    q = "How many bits per weight does Q5_K_M use?"
+    (g,) = check("Q5_K_M uses 7 bits per weight [1].", q, [passage], TOK, Thresholds(0.4))
+    assert not g.supported  # "7" and "bits" are there, but not where the passage speaks of Q5_K_M
+    (ok,) = check("Q5_K_M uses 5.7 bits per weight [1].", q, [passage + " Q5_K_M uses about 5.7 bits per weight."],
+                  TOK, Thresholds(0.4))
+    assert ok.supported and ok.lexical == 1.0
+
+
 def test_a_sentence_that_only_restates_the_question_is_no_claim():
     (g,) = check("LLM을 고를 때 비교합니다 [1].", "LLM을 고를 때 무엇을 비교하나요?", PASSAGES, TOK, Thresholds(0.5))
     assert g.supported and not g.substantive and not has_substance([g])
