@@ -157,7 +157,7 @@ class Settings(BaseSettings):
         "re-cites a sentence to the passage that states it or drops it, and refuses ('the passages do not state "
         "this') when nothing of substance is left; 'flag' only reports each sentence's support; 'off'.")
     grounding_min_overlap: float = Field(
-        0.4, ge=0, le=1, description="Least share of a sentence's own content terms (its terms minus the "
+        0.5, ge=0, le=1, description="Least share of a sentence's own content terms (its terms minus the "
         "question's) that one place of a cited passage (two consecutive sentences, also holding the question terms "
         "the sentence repeats) must hold to support it.")
     grounding_min_rerank: float | None = Field(
