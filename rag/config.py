@@ -131,6 +131,9 @@ class Settings(BaseSettings):
         "'chunk' = the whole chunk. Citations name the whole passage either way.")
     window_tokens: int = Field(80, ge=32, le=2048, description="'window' mode: LLM tokens per passage (a passage "
                                "that fits is given whole).")
+    window_tokens_lang: dict[str, int] = Field(
+        default_factory=lambda: {"ko": 120}, description="window_tokens per question language: Korean text takes "
+        "about 2.7 times as many LLM tokens per character as English, so the same facts need a larger budget.")
     window_neighbours: int = Field(1, ge=0, le=5, description="'window' mode: sentences kept on each side of a "
                                    "matching sentence.")
     consistency_samples: int = Field(

@@ -134,7 +134,7 @@ class AnswerPipeline:
                 f"{max(budget, 0)} tokens of the model's {s.llm_context_tokens}-token context for passages (at least "
                 f"{MIN_PASSAGE_TOKENS} needed): shorten the question or lower max_tokens")
         terms = self._query_terms(question, query) if s.passage_text == "window" else set()
-        candidates = [(h.chunk.title, self._passage_text(h, terms)) for h in result.hits[:k]]
+        candidates = [(h.chunk.title, self._passage_text(h, terms, lang)) for h in result.hits[:k]]
         packed = pack(candidates, self.generator.count_tokens, budget)
         return list(result.hits[: len(packed)]), build_messages(question, packed, lang, s.prompt_version, context)
 
@@ -144,14 +144,15 @@ class AnswerPipeline:
         tok = self.retriever.index.tokenizer
         return set(tok(question)) | (set(tok(query)) if query != question else set())
 
-    def _passage_text(self, hit: Hit, terms: set[str]) -> str:
+    def _passage_text(self, hit: Hit, terms: set[str], lang: str) -> str:
         """What the LLM reads of a passage: the whole chunk, or its sentence window (``passage_text``)."""
         s = self.settings
         if s.passage_text == "chunk":
             return hit.chunk.text
         index = self.retriever.index
+        budget = s.window_tokens_lang.get(lang, s.window_tokens)
         return sentence_window(hit.chunk.text, terms, index.bm25.weight, index.tokenizer, self.generator.count_tokens,
-                               s.window_tokens, s.window_neighbours)
+                               budget, s.window_neighbours)
 
     def stream(self, question: str, top_k: int | None = None, filters: Filters | None = None,
                params: GenParams | None = None, cancel: threading.Event | None = None,
