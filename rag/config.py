@@ -161,8 +161,8 @@ class Settings(BaseSettings):
         "this') when nothing of substance is left; 'flag' only reports each sentence's support; 'off'.")
     grounding_min_overlap: float = Field(
         0.5, ge=0, le=1, description="Least share of a sentence's own content terms (its terms minus the "
-        "question's) that one place of a cited passage (two consecutive sentences, also holding the question terms "
-        "the sentence repeats) must hold to support it.")
+        "question's) that one place of a cited passage (two consecutive sentences that also name one of the question "
+        "terms the sentence repeats) must hold to support it.")
     grounding_min_rerank: float | None = Field(
         None, ge=0, le=1, description="Also count a sentence as supported when the cross-encoder scores it "
         "against the passage at least this high (languages the cross-encoder reads; None: lexical check only).")

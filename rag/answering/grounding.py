@@ -6,7 +6,7 @@ answer is split into sentences (Kiwi for Korean) and each is checked against its
 
 * lexical support: the share of the sentence's own content terms (its BM25 terms minus the
   question's: what it adds) that one place of the passage holds — two consecutive sentences,
-  which must also hold the question terms the sentence repeats (its subject) — with the index's
+  which must also name its subject (one of the question terms it repeats) — with the index's
   analyser (stems, Kiwi morphemes), so the check reads both languages the way retrieval does. A
   wrong answer assembled from words scattered over a near-topic passage is not supported;
 * a learned score, when a scorer is given (the cross-encoder, for languages it reads): the
@@ -73,15 +73,15 @@ def passage_windows(passage: str, tokenize: Callable[[str], list[str]], size: in
 
 
 def local_support(own: set[str], subject: set[str], windows: Sequence[set[str]]) -> float:
-    """How well one place of the passage states a sentence: over windows of consecutive
-    sentences, the best of min(share of the sentence's own terms there, share of its subject —
-    the question terms it repeats — there). Terms scattered over a passage ("7" in one
-    sentence, "bits" in another) do not state a claim together."""
+    """How well one place of the passage states a sentence: the best share of the sentence's own
+    terms in a window of consecutive sentences that also names its subject (at least one of the
+    question terms it repeats). Terms scattered over a passage ("7" in one sentence, "Q5_K_M"
+    in another) do not state a claim together; a subject put in other words still can."""
     best = 0.0
     for w in windows:
-        own_share = len(own & w) / len(own)
-        subject_share = len(subject & w) / len(subject) if subject else 1.0
-        best = max(best, min(own_share, subject_share))
+        if subject and not subject & w:
+            continue
+        best = max(best, len(own & w) / len(own))
     return best
 
 

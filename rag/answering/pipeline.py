@@ -214,7 +214,9 @@ class AnswerPipeline:
         checks: tuple = ()
         if self.settings.grounding != "off" and prep.hits:
             t_check = time.perf_counter()
-            checks = tuple(self._ground(text, question, prep.hits, prep.lang))
+            # a follow-up names its subject only in the rewrite ("what value of it is usual?")
+            asked = question if not prep.rewritten else f"{question} {prep.query}"
+            checks = tuple(self._ground(text, asked, prep.hits, prep.lang))
             if self.settings.grounding == "enforce":
                 text, cited = grounding.render(checks, keep_unsupported=False)
             timings.update(grounding=round((time.perf_counter() - t_check) * 1000, 2),
