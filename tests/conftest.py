@@ -10,6 +10,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Many apps and generators live in one test process: keep each one's saved llama.cpp states small.
+os.environ.setdefault("RAG_LLM_PROMPT_CACHE_MB", "32")
 
 from rag.config import Settings  # noqa: E402
 from rag.models.embedder import make_embedder  # noqa: E402

@@ -107,8 +107,10 @@ def test_answer_length_is_reserved_and_a_request_leaving_no_room_is_refused(retr
 
 
 def _pipe(retriever, smollm2, tokens):
+    """A pipeline replaying ``tokens``; the grounding check is off here: these tests are about the
+    model's citation markers as written (tests/rag/test_grounding.py checks what grounding adds)."""
     return AnswerPipeline(retriever, ScriptedLLM(tokens, smollm2.count_tokens),
-                          Settings(_env_file=None, llm_context_tokens=2048, max_tokens=48))
+                          Settings(_env_file=None, llm_context_tokens=2048, max_tokens=48, grounding="off"))
 
 
 @pytest.mark.parametrize("reply", ["I don't know based on the provided documents.",
