@@ -88,7 +88,9 @@ def pipelines(base: Settings, index_dir: Path) -> dict[str, AnswerPipeline]:
 
 
 def run_set(name: str, pipes: dict[str, AnswerPipeline], questions: Sequence[Question], lang: str,
-            max_tokens: int) -> list[dict[str, Any]]:
+            max_tokens: int, keep_text: bool = True) -> list[dict[str, Any]]:
+    """Rows per (question, pipeline). ``keep_text=False`` leaves question, gold and answer out
+    (KorQuAD's licence allows no stored derived text)."""
     rows = []
     order = list(pipes)
     for i, (q, gold) in enumerate(tqdm(questions, desc=name, unit="q")):
@@ -101,6 +103,9 @@ def run_set(name: str, pipes: dict[str, AnswerPipeline], questions: Sequence[Que
                          "reason": a.refusal_reason, "correct": (not a.refused) and contains_gold(a.text, gold, lang),
                          "ttft_ms": a.timings_ms.get("ttft"), "total_ms": round((time.perf_counter() - t) * 1000, 1),
                          "prompt_tokens": a.prompt_tokens, "answer": a.text})
+            if not keep_text:
+                for key in ("question", "gold", "answer"):
+                    rows[-1].pop(key)
     return rows
 
 
@@ -189,7 +194,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
             ingest([], Path(tmp) / "idx", base, documents=docs, progress=True)
             pipes = pipelines(base, Path(tmp) / "idx")
-            rows += run_set("KorQuAD long ko", pipes, questions, "ko", args.max_tokens)
+            rows += run_set("KorQuAD long ko", pipes, questions, "ko", args.max_tokens, keep_text=False)
             del pipes
     keys = ("passage_text", "window_tokens", "window_neighbours", "llm_batch", "llm_flash_attn",
             "llm_prompt_cache_mb", "context_passages", "llm_threads")
