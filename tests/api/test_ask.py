@@ -41,15 +41,22 @@ def test_ask_with_the_real_model_goes_through_it(client):
     assert client.get("/readyz").json()["generator"] == "local: smollm2"
 
 
-@pytest.fixture
-def scripted_client(index_dir, smollm2):
-    """The real service with its LLM replaced by one that replays a fixed cited answer."""
+def _replaying(index_dir, smollm2, tokens):
+    """The real service with its LLM replaced by one that replays ``tokens``."""
     settings = Settings(_env_file=None, index_dir=index_dir, llm_model="smollm2", llm_context_tokens=2048,
                         reranker="none", max_tokens=32)
-    with TestClient(create_app(settings)) as c:
-        c.app.state.engine.generator = ScriptedLLM(["k1 controls term-frequency ", "saturation [1]."],
-                                                   smollm2.count_tokens)
-        yield c
+    client = TestClient(create_app(settings))
+    client.__enter__()
+    client.app.state.engine.generator = ScriptedLLM(tokens, smollm2.count_tokens)
+    return client
+
+
+@pytest.fixture
+def scripted_client(index_dir, smollm2):
+    """The service with a model that replays a fixed cited answer."""
+    c = _replaying(index_dir, smollm2, ["k1 controls term-frequency ", "saturation [1]."])
+    yield c
+    c.__exit__(None, None, None)
 
 
 def test_ask_answers_with_the_documented_shape(scripted_client):
@@ -78,13 +85,10 @@ def test_streamed_answer_is_the_deltas_then_the_checked_answer(scripted_client):
 
 @pytest.fixture
 def outside_knowledge_client(index_dir, smollm2):
-    """The real service with an LLM that answers from outside the passages and cites [1] anyway."""
-    settings = Settings(_env_file=None, index_dir=index_dir, llm_model="smollm2", llm_context_tokens=2048,
-                        reranker="none", max_tokens=32)
-    with TestClient(create_app(settings)) as c:
-        c.app.state.engine.generator = ScriptedLLM(["Kubernetes autoscales pods ", "on memory pressure [1]."],
-                                                   smollm2.count_tokens)
-        yield c
+    """The service with an LLM that answers from outside the passages and cites [1] anyway."""
+    c = _replaying(index_dir, smollm2, ["Kubernetes autoscales pods ", "on memory pressure [1]."])
+    yield c
+    c.__exit__(None, None, None)
 
 
 def test_an_answer_its_passages_do_not_state_is_refused_with_the_reason(outside_knowledge_client):

@@ -8,6 +8,7 @@ import os
 import shutil
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,12 +26,11 @@ SCREENSHOTS = os.environ.get("RAG_SCREENSHOTS")
 
 
 
-@pytest.fixture
-def live_ui(fixture_index, tmp_path, smollm2):
-    index = tmp_path / "index"
-    shutil.copytree(fixture_index, index)
-    settings = Settings(_env_file=None, index_dir=index, llm_model="smollm2", llm_context_tokens=2048,
-                        reranker="none", max_tokens=48)
+@contextmanager
+def serving(settings: Settings, llm_for):
+    """A live uvicorn on 127.0.0.1 serving the app, its LLM replaced by ``llm_for(engine)``;
+    yields (base URL, engine). The engine is reached through the app's state (Gradio wraps the
+    FastAPI app it mounts on)."""
     app = create_app(settings)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -40,12 +40,23 @@ def live_ui(fixture_index, tmp_path, smollm2):
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.1)
     assert server.started, "uvicorn did not start"
-    # the engine reached through the mounted app's state (Gradio wraps the FastAPI app it mounts on)
     engine = app.state.engine
-    engine.generator = QuotingLLM(smollm2.count_tokens)
-    yield f"http://127.0.0.1:{port}", engine
-    server.should_exit = True
-    thread.join(timeout=30)
+    engine.generator = llm_for(engine)
+    try:
+        yield f"http://127.0.0.1:{port}", engine
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture
+def live_ui(fixture_index, tmp_path, smollm2):
+    index = tmp_path / "index"
+    shutil.copytree(fixture_index, index)
+    settings = Settings(_env_file=None, index_dir=index, llm_model="smollm2", llm_context_tokens=2048,
+                        reranker="none", max_tokens=48)
+    with serving(settings, lambda engine: QuotingLLM(smollm2.count_tokens)) as (url, engine):
+        yield url, engine
 
 
 @pytest.fixture
@@ -139,24 +150,13 @@ def test_chat_in_two_languages_with_citations_and_an_upload(live_ui, browser, tm
 
 
 @pytest.fixture
-def flagging_ui(fixture_index, tmp_path, smollm2):
+def flagging_ui(fixture_index):
     """The live UI with the grounding check in flag mode and an LLM that adds a claim from outside."""
     settings = Settings(_env_file=None, index_dir=fixture_index, llm_model="smollm2", llm_context_tokens=2048,
                         reranker="none", max_tokens=48, grounding="flag")
-    app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert server.started, "uvicorn did not start"
-    app.state.engine.generator = ScriptedLLM(["k1 controls term frequency saturation [1]. ",
-                                              "Kubernetes autoscales pods on memory pressure [1]."])
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    llm = ScriptedLLM(["k1 controls term frequency saturation [1]. ", "Kubernetes autoscales pods on memory pressure [1]."])
+    with serving(settings, lambda engine: llm) as (url, _):
+        yield url
 
 
 def test_the_ui_marks_a_sentence_its_passages_do_not_state(flagging_ui, browser):
