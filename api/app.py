@@ -13,16 +13,24 @@ from pydantic.json_schema import models_json_schema
 
 from api import errors, middleware
 from api.engine import Engine
+from api.jobs import JobQueue
+from api.limits import GenerationSlots, RateLimiter
 from api.metrics import Metrics
-from api.routes import ask, chat, documents, ops, search
+from api.routes import ask, chat, documents, jobs, ops, search
 from api.schemas import DocumentsIn
 from rag.config import Settings, get_settings
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
+    settings = app.state.engine.settings
     app.state.engine.load()
+    # Made here, inside the serving event loop, which their asyncio primitives belong to.
+    app.state.slots = GenerationSlots(settings.max_concurrent_generations, settings.max_queued_generations,
+                                      settings.generation_queue_timeout_s)
+    app.state.jobs.start()
     yield
+    app.state.jobs.stop(timeout=settings.shutdown_grace_s)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -33,9 +41,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = Engine(settings)
     app.state.metrics = Metrics()
     app.state.api_keys = settings.api_key_list()
+    app.state.jobs = JobQueue(settings.max_queued_writes, settings.jobs_kept)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     errors.install(app)
     middleware.install(app, app.state.metrics, settings.max_body_mb)
-    for module in (ops, search, ask, chat, documents):
+    for module in (ops, search, ask, chat, documents, jobs):
         app.include_router(module.router)
     _document_body_schemas(app)
     if settings.ui:

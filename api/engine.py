@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ingest.pipeline import IngestReport, ingest
 from rag.answering.pipeline import AnswerPipeline
 from rag.config import Settings
-from rag.errors import GeneratorUnavailableError, IndexNotFoundError, RagError
+from rag.errors import GeneratorUnavailableError, IndexLockedError, IndexNotFoundError, RagError
 from rag.models.generator import make_generator
 from rag.retrieval.factory import build_retriever, load_reranker
 from rag.retrieval.retriever import HybridRetriever
@@ -45,7 +46,7 @@ class Engine:
         self.load_generator()
         try:
             self.reload()
-        except IndexNotFoundError as exc:
+        except RagError as exc:  # no index, or an unreadable one: up, not ready, the reason in /readyz
             self.error = str(exc)
             log.warning("not ready: %s", exc)
         self.loaded = True
@@ -79,13 +80,27 @@ class Engine:
             raise IndexNotFoundError(self.error or f"no index loaded from {self.index_dir}")
         return retriever
 
-    def ingest(self, documents: Sequence[Document] = (), delete: Sequence[str] = ()) -> IngestReport:
+    def ingest(self, documents: Sequence[Document] = (), delete: Sequence[str] = (),
+               on_progress: Callable[[str, int, int], None] | None = None, lock_wait_s: float = 0.0
+               ) -> IngestReport:
         """Add/update ``documents`` and remove ``delete`` in one committed version, then swap it in.
-        A new index chooses its embedder (RAG_EMBEDDER); an existing one reuses the loaded model."""
+        A new index chooses its embedder (RAG_EMBEDDER); an existing one reuses the loaded model.
+        While another process writes the index, retry for up to ``lock_wait_s`` seconds (reported
+        to ``on_progress`` as the stage ``waiting for the index lock``)."""
+        notify = on_progress or (lambda stage, done, total: None)
+        deadline = time.monotonic() + lock_wait_s
         with self.write_lock:
-            embedder = self.retriever.embedder if self.retriever is not None else None
-            report = ingest([], self.index_dir, self.settings, documents=list(documents), delete=list(delete),
-                            embedder=embedder, progress=False)
+            while True:
+                embedder = self.retriever.embedder if self.retriever is not None else None
+                try:
+                    report = ingest([], self.index_dir, self.settings, documents=list(documents),
+                                    delete=list(delete), embedder=embedder, progress=False, on_progress=on_progress)
+                    break
+                except IndexLockedError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    notify("waiting for the index lock", 0, 0)
+                    time.sleep(0.5)
             if report.committed:
                 self.reload()  # atomic swap: in-flight queries finish on the version they started with
         return report

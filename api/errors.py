@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from rag.errors import (
+    Cancelled,
     ConfigError,
     EmbedderMismatchError,
     GeneratorError,
@@ -24,7 +25,9 @@ from rag.errors import (
     IndexNotFoundError,
     InvalidRequestError,
     NotFoundError,
+    OverloadedError,
     RagError,
+    RateLimitedError,
 )
 
 log = logging.getLogger("rag.api")
@@ -40,6 +43,9 @@ class Unauthorized(RagError):
 # Most specific first: the first class an error is an instance of decides its status.
 STATUS: tuple[tuple[type[RagError], int], ...] = (
     (Unauthorized, 401),
+    (RateLimitedError, 429),
+    (OverloadedError, 503),
+    (Cancelled, 409),
     (NotFoundError, 404),
     (InvalidRequestError, 422),
     (IndexLockedError, 409),
@@ -76,7 +82,9 @@ def install(app: FastAPI) -> None:
         status = status_of(exc)
         if status >= 500:
             log.warning("%s: %s", exc.__class__.__name__, exc)
-        return JSONResponse(status_code=status, content=error_body(exc))
+        retry = getattr(exc, "retry_after", None)
+        return JSONResponse(status_code=status, content=error_body(exc),
+                            headers={"Retry-After": str(int(retry))} if retry else None)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -160,7 +160,31 @@ class ErrorOut(BaseModel):
     detail: str | list | None = None
 
 
-ERRORS = {401: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}}
+class JobOut(BaseModel):
+    """A write job (``POST``/``DELETE /documents``): queued, running, then succeeded (``result``),
+    failed (``error``) or cancelled. ``stage``/``done``/``total`` show its progress."""
+
+    id: str
+    kind: str = Field(description="add (JSON documents), upload (files) or delete")
+    description: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    stage: str = Field(description="queued, starting, waiting for the index lock, chunk, embed, commit, or the status")
+    done: int
+    total: int
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    cancel_requested: bool
+    result: IngestOut | None
+    error: ErrorOut | None
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+
+
+ERRORS = {401: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}, 429: {"model": ErrorOut},
+          503: {"model": ErrorOut}}
 
 
 MAX_TURNS = 50

@@ -128,8 +128,9 @@ def choose_embedder(docs: Sequence[Document]) -> str:
     return "e5-small" if other / len(docs) > NON_ENGLISH_SHARE else "minilm"
 
 
-def embed_chunks(embedder: Embedder, chunks: Sequence[Chunk], batch_size: int, progress: bool) -> np.ndarray:
-    """Embed in length-sorted batches (less padding), with a progress bar."""
+def embed_chunks(embedder: Embedder, chunks: Sequence[Chunk], batch_size: int, progress: bool,
+                 notify: Callable[[str, int, int], None] | None = None) -> np.ndarray:
+    """Embed in length-sorted batches (less padding), with a progress bar (and ``notify`` per batch)."""
     texts = [c.embed_text() for c in chunks]
     vectors = np.zeros((len(texts), embedder.dim), dtype=np.float32)
     order = np.argsort([-len(t) for t in texts], kind="stable")
@@ -138,6 +139,8 @@ def embed_chunks(embedder: Embedder, chunks: Sequence[Chunk], batch_size: int, p
             idx = order[start:start + batch_size]
             vectors[idx] = embedder.embed_documents([texts[i] for i in idx], batch_size=batch_size)
             bar.update(len(idx))
+            if notify is not None:
+                notify("embed", min(start + batch_size, len(order)), len(order))
     return vectors
 
 
@@ -154,8 +157,13 @@ def ingest(paths: Sequence[Path | str], index_dir: Path | str, settings: Setting
            prune: bool = False, delete: Sequence[str] = (), rebuild: bool = False,
            embedder: Embedder | None = None, progress: bool = True,
            documents: Sequence[Document] | None = None,
-           crash_hook: Callable[[str], None] | None = None) -> IngestReport:
+           crash_hook: Callable[[str], None] | None = None,
+           on_progress: Callable[[str, int, int], None] | None = None) -> IngestReport:
     """Bring the index at ``index_dir`` in line with ``paths`` (and/or ``documents``) and commit.
+
+    ``on_progress(stage, done, total)`` hears of each stage (load, chunk, embed, commit) and each
+    embedded batch; an exception it raises (a cancelled job) stops the run before anything is
+    committed.
 
     Steps: load the sources, choose and check the embedder, plan (hash, chunk), embed, commit.
     Holds the index's writer lock for the whole run: a second concurrent ingest fails fast
@@ -168,6 +176,8 @@ def ingest(paths: Sequence[Path | str], index_dir: Path | str, settings: Setting
     with IndexLock(index_dir):
         base = Index.open(index_dir) if not rebuild and current_version_dir(index_dir) is not None else None
         sources = _load_sources(paths, documents, settings)
+        notify = on_progress or (lambda stage, done, total: None)
+        notify("chunk", 0, len(sources))
         embedder = _ready_embedder(embedder, settings, base, sources)
         wanted = index_settings(settings, embedder, tokenizer)
         if base is not None:
@@ -186,7 +196,7 @@ def ingest(paths: Sequence[Path | str], index_dir: Path | str, settings: Setting
             collect_garbage(index_dir, settings.keep_versions)
         else:
             _embed_and_commit(index_dir, base, plan, embedder, tokenizer, wanted, settings, report, progress,
-                              crash_hook)
+                              crash_hook, notify)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -256,12 +266,14 @@ def _plan(sources: Sequence[Document | Skipped], known: dict[str, str], delete: 
 
 def _embed_and_commit(index_dir: Path, base: Index | None, plan: _Plan, embedder: Embedder, tokenizer: Tokenizer,
                       wanted: dict[str, Any], settings: Settings, report: IngestReport, progress: bool,
-                      crash_hook: Callable[[str], None] | None) -> None:
+                      crash_hook: Callable[[str], None] | None,
+                      notify: Callable[[str, int, int], None]) -> None:
     t_embed = time.perf_counter()
-    vectors = embed_chunks(embedder, plan.new_chunks, settings.embed_batch_size, progress)
+    vectors = embed_chunks(embedder, plan.new_chunks, settings.embed_batch_size, progress, notify)
     report.embed_seconds = time.perf_counter() - t_embed
     tokens = tokenizer.tokenize_many([c.embed_text() for c in plan.new_chunks])
     report.chunks_removed = len(base.chunk_ids_of_docs(plan.remove_ids)) if base else 0
+    notify("commit", 0, 1)  # the last point at which a run can be stopped
     final = write_version(index_dir, base, wanted, plan.remove_ids, plan.new_docs, plan.new_chunks, vectors,
                           tokens, dense_settings(settings), settings.keep_versions, crash_hook)
     report.committed = True

@@ -186,6 +186,35 @@ class Settings(BaseSettings):
                           "'Authorization: Bearer KEY'; /healthz stays open.")
     max_body_mb: float = Field(20.0, gt=0, description="Request bodies larger than this many MB get 413.")
     ui: bool = Field(True, description="Serve the web UI (chat and documents) at /ui.")
+    rate_limit_per_minute: int = Field(
+        0, ge=0, description="Requests per minute each API key (each client address without keys) may make to "
+        "/search, /ask, /v1/* and /documents; past it, 429 with Retry-After. 0: no limit.")
+    rate_limit_burst: int | None = Field(
+        None, ge=1, description="Requests a key may make at once before the per-minute rate applies (None: the "
+        "per-minute figure).")
+    max_concurrent_generations: int = Field(
+        1, ge=1, description="Answers generated at the same time (a local llama.cpp model runs one at a time; an "
+        "OpenAI-compatible server may take more).")
+    max_queued_generations: int = Field(
+        8, ge=0, description="Answers waiting for a generation slot; a request past this gets 503 with Retry-After.")
+    generation_queue_timeout_s: float = Field(
+        60.0, gt=0, description="Seconds an answer may wait for a generation slot before it gets 503.")
+    request_timeout_s: float = Field(
+        300.0, gt=0, description="Seconds an answer may take in all (search, generation, checks); past it, the "
+        "generation is stopped and the request gets 504.")
+    write_wait_s: float = Field(
+        10.0, ge=0, description="Seconds POST and DELETE /documents wait for their write to finish; a longer write "
+        "answers 202 with a job to poll at /jobs/{id} (0: always 202).")
+    max_queued_writes: int = Field(
+        32, ge=1, description="Write jobs waiting behind the running one; past this, writes get 503.")
+    write_lock_wait_s: float = Field(
+        600.0, ge=0, description="Seconds a write job waits for the index lock while another process (a CLI "
+        "ingest) writes the same index, before it fails with 409.")
+    jobs_kept: int = Field(200, ge=1, description="Finished write jobs kept for GET /jobs (oldest dropped first).")
+    max_upload_files: int = Field(200, ge=1, description="Files one multipart upload may carry (more: 413).")
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="On SIGTERM: seconds in-flight requests have to finish (new connections are refused) "
+        "before the rest are cancelled and the process exits.")
 
     def api_key_list(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]

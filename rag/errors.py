@@ -54,3 +54,19 @@ class GeneratorTimeout(GeneratorError):
 
 class GeneratorUnavailableError(RagError):
     """No LLM is loaded (it failed to load at start-up); retrieval still works."""
+
+
+class Cancelled(RagError):
+    """Work was stopped before it finished (the client went away, a timeout, a cancelled job)."""
+
+
+class OverloadedError(RagError):
+    """The service is at a bound (generation slots, the write queue); retry after ``retry_after`` s."""
+
+    def __init__(self, message: str, retry_after: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimitedError(OverloadedError):
+    """A key made more requests than its rate allows; retry after ``retry_after`` s."""

@@ -121,6 +121,23 @@ class QuotingLLM(ScriptedLLM):
             yield word + " "
 
 
+class SlowLLM(ScriptedLLM):
+    """Replays ``tokens`` with ``delay`` seconds before each: a generation that takes a known time,
+    for tests of queues, timeouts and cancellation (``sent`` tells how far it got)."""
+
+    def __init__(self, tokens, delay, counter=None):
+        super().__init__(tokens, counter, name="slow")
+        self.delay = delay
+
+    def stream(self, messages, params):
+        import time
+
+        for tok in self.tokens:
+            time.sleep(self.delay)
+            self.sent += 1
+            yield tok
+
+
 def free_port() -> int:
     """A port nothing listens on, on 127.0.0.1 (for live servers in tests)."""
     import socket

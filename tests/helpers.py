@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from contextlib import contextmanager
+
 
 def make_pdf(pages: list[str], title: str | None = None) -> bytes:
     """A small, valid PDF with one line of Helvetica text per page."""
@@ -28,3 +32,31 @@ def make_pdf(pages: list[str], title: str | None = None) -> bytes:
     info = " /Info 4 0 R" if title else ""
     out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R{info} >>\nstartxref\n{xref}\n%%EOF\n".encode()
     return out
+
+
+@contextmanager
+def serving(settings, llm_for=None):
+    """A live uvicorn on 127.0.0.1 serving ``create_app(settings)``, its LLM replaced by
+    ``llm_for(engine)`` when given; yields (base URL, app). The engine is reached through the app's
+    state (Gradio wraps the FastAPI app it mounts on)."""
+    import uvicorn
+
+    from api.app import create_app
+    from tests.conftest import free_port
+
+    app = create_app(settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.started, "uvicorn did not start"
+    if llm_for is not None:
+        app.state.engine.generator = llm_for(app.state.engine)
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -10,16 +10,18 @@ a normal assistant message with ``rag.refused = true``.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
+from functools import partial
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from sse_starlette.sse import EventSourceResponse
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import EngineDep, MetricsDep, SettingsDep, require_api_key
+from api.deps import PROTECTED, EngineDep, MetricsDep, SettingsDep, SlotsDep
+from api.generation import answer_once, guarded_events
 from api.schemas import (
     ERRORS,
     ChatChoice,
@@ -37,7 +39,7 @@ from rag.errors import RagError
 from rag.serialize import citation_to_dict, grounding_to_dict
 from rag.types import Answer, GenParams
 
-router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", tags=["openai"], dependencies=PROTECTED)
 MODEL_ID = "rag"
 
 
@@ -78,19 +80,28 @@ def models() -> ModelList:
              responses={**ERRORS, 502: {"model": ErrorOut}, 504: {"model": ErrorOut},
                         200: {"content": {"text/event-stream": {}}}})
 async def chat_completions(req: ChatCompletionRequest, request: Request, engine: EngineDep, settings: SettingsDep,
-                           metrics: MetricsDep):
+                           metrics: MetricsDep, slots: SlotsDep):
     """OpenAI chat completions over the grounded pipeline; `stream: true` sends `chat.completion.chunk`
-    events ending with `data: [DONE]`."""
+    events ending with `data: [DONE]`. Bounded like `/ask`: a generation slot (503 when the queue is
+    full), stopped when the client goes away or after RAG_REQUEST_TIMEOUT_S (504)."""
     question, history = _parse(req)
     pipeline = engine.pipeline()
     version = pipeline.retriever.index.version
     params = _params(req, settings)
-    prepared = await run_in_threadpool(pipeline.prepare, question, req.top_k, req.to_filters(), params.max_tokens,
-                                       history)
+    slot = await slots.acquire()
+    try:
+        prepared = await run_in_threadpool(pipeline.prepare, question, req.top_k, req.to_filters(),
+                                           params.max_tokens, history)
+    except BaseException:
+        slot.release()
+        raise
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-    run = dict(question=question, top_k=req.top_k, filters=req.to_filters(), params=params, prepared=prepared)
+    run = partial(pipeline.stream, question, req.top_k, req.to_filters(), params, prepared=prepared)
     if not req.stream:
-        answer = await run_in_threadpool(lambda: _final(pipeline.stream(**run)))
+        try:
+            answer = await answer_once(request, settings, lambda cancel: run(cancel=cancel))
+        finally:
+            slot.release()
         metrics.observe_answer(answer)
         return ChatCompletion(id=cid, created=created, model=req.model or MODEL_ID,
                               choices=[ChatChoice(message=ChatChoiceMessage(content=answer.text))],
@@ -101,15 +112,10 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, engine:
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
         return {"data": json.dumps(body, ensure_ascii=False)}
 
-    cancel = threading.Event()
-
     async def events():
         yield chunk({"role": "assistant", "content": ""})
         try:
-            async for kind, value in iterate_in_threadpool(pipeline.stream(**run, cancel=cancel)):
-                if await request.is_disconnected():
-                    cancel.set()
-                    return
+            async for kind, value in guarded_events(request, settings, slot, lambda cancel: run(cancel=cancel)):
                 if kind == "delta":
                     yield chunk({"content": value})
                     continue
@@ -119,12 +125,6 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, engine:
                 yield chunk({}, "stop", rag=_rag(value, version), usage=_usage(value))
         except RagError as exc:
             yield {"data": json.dumps({"error": {"message": str(exc), "type": exc.__class__.__name__}})}
-        finally:
-            cancel.set()
         yield {"data": "[DONE]"}
 
-    return EventSourceResponse(events(), ping=15)
-
-
-def _final(events) -> Answer:
-    return next(value for kind, value in events if kind == "answer")
+    return EventSourceResponse(events(), ping=15, background=BackgroundTask(slot.release))

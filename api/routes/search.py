@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from api.deps import EngineDep, MetricsDep, require_api_key
+from api.deps import PROTECTED, EngineDep, MetricsDep
 from api.schemas import ERRORS, SearchRequest, SearchResponse
 from rag.serialize import result_to_dict
 
-router = APIRouter(tags=["retrieval"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["retrieval"], dependencies=PROTECTED)
 
 
 @router.post("/search", response_model=SearchResponse, responses=ERRORS)

@@ -25,5 +25,7 @@ def serve(
 
     settings, index_dir = settings_and_index(index)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # SIGTERM: uvicorn stops accepting, lets in-flight requests finish for the grace period, then
+    # cancels the rest (whose generations stop at their next token) and runs the shutdown.
     uvicorn.run(create_app(settings.model_copy(update={"index_dir": index_dir})), host=host, port=port,
-                log_level=log_level)
+                log_level=log_level, timeout_graceful_shutdown=settings.shutdown_grace_s or None)

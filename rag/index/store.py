@@ -35,6 +35,26 @@ CREATE INDEX chunks_doc ON chunks(doc_id);
 
 
 
+def _open_chunks(file: Path) -> sqlite3.Connection:
+    if not file.is_file():
+        raise FileNotFoundError("missing")
+    db = sqlite3.connect(f"file:{file}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+    db.execute("SELECT count(*) FROM docs").fetchone()  # a damaged file fails here, not at the first query
+    return db
+
+
+def _read(version: Path, name: str, load):
+    """``load()``, with any failure reported as the file it came from (one line, no traceback)."""
+    try:
+        return load()
+    except IndexCorruptError:
+        raise
+    except Exception as exc:  # each reader fails its own way: OSError, BadZipFile, sqlite3, faiss RuntimeError
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[-1][:200]
+        raise IndexCorruptError(f"cannot read {version / name} ({exc.__class__.__name__}: {first}); restore "
+                                "the file or re-ingest with --rebuild") from exc
+
+
 def _row_to_chunk(row: sqlite3.Row | tuple) -> Chunk:
     (_id, chunk_id, doc_id, _ord, title, source, heading, start, end, n_tokens, lang, text) = row
     return Chunk(chunk_id=chunk_id, doc_id=doc_id, text=text, title=title or "", source=source or "",
@@ -78,19 +98,18 @@ class Index:
         if manifest.get("schema_version") != SCHEMA_VERSION:
             raise IndexCorruptError(
                 f"index schema {manifest.get('schema_version')} is not {SCHEMA_VERSION}; re-ingest with --rebuild")
-        try:
-            db = sqlite3.connect(f"file:{path / 'chunks.sqlite'}?mode=ro&immutable=1", uri=True,
-                                 check_same_thread=False)
-            terms = TermMatrix.load(path)
-            p = manifest["bm25"]
-            bm25 = BM25Index(terms, p["k1"], p["b"], p["epsilon"])
-            d = manifest["dense"]
-            dense = DenseIndex.load(path / "dense.faiss", d["kind"], d.get("ef_search", 128))
-        except (OSError, ValueError, KeyError, sqlite3.Error, RuntimeError) as exc:
-            raise IndexCorruptError(f"cannot load index version {path}: {exc}") from exc
-        counts = manifest["counts"]
-        if dense.ntotal != counts["chunks"] or bm25.n_docs != counts["chunks"]:
-            raise IndexCorruptError(f"index version {path} is inconsistent with its manifest")
+        p, d = manifest.get("bm25", {}), manifest.get("dense", {})
+        db = _read(path, "chunks.sqlite", lambda: _open_chunks(path / "chunks.sqlite"))
+        terms = _read(path, "bm25.npz", lambda: TermMatrix.load(path))
+        bm25 = _read(path, "manifest.json", lambda: BM25Index(terms, p["k1"], p["b"], p["epsilon"]))
+        dense = _read(path, "dense.faiss",
+                      lambda: DenseIndex.load(path / "dense.faiss", d["kind"], d.get("ef_search", 128)))
+        counts = _read(path, "manifest.json", lambda: {"chunks": int(manifest["counts"]["chunks"])})
+        stored = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        for name, n in (("dense.faiss", dense.ntotal), ("bm25.npz", bm25.n_docs), ("chunks.sqlite", stored)):
+            if n != counts["chunks"]:
+                raise IndexCorruptError(f"{path / name} holds {n} chunks, its manifest {counts['chunks']}: the "
+                                        "version is damaged; restore it or re-ingest with --rebuild")
         return cls(path, manifest, db, bm25, dense, terms)
 
     def close(self) -> None:

@@ -148,27 +148,47 @@ class OpenAIGenerator:
                     if resp.status_code >= 400:
                         resp.read()
                         raise GeneratorError(f"LLM backend answered {resp.status_code}: {resp.text[:200]}")
-                    for line in resp.iter_lines():
-                        if not line.startswith("data:"):
-                            continue
-                        data = line[5:].strip()
-                        if data == "[DONE]":
-                            return
-                        try:
-                            delta = json.loads(data)["choices"][0].get("delta", {}).get("content")
-                        except (ValueError, KeyError, IndexError) as exc:
-                            raise GeneratorError(f"malformed stream from LLM backend: {data[:120]}") from exc
-                        if delta:
-                            started = True
-                            yield delta
+                    for delta in _sse_deltas(resp.iter_lines(), resp.headers.get("content-type", "")):
+                        started = True
+                        yield delta
                 return
             except httpx.TimeoutException as exc:
                 if started or attempt == self._retries:
                     raise GeneratorTimeout(f"LLM backend timed out after {self._timeout:g} s") from exc
             except httpx.TransportError as exc:
-                if started or attempt == self._retries:
+                if started:
+                    raise GeneratorError(f"LLM backend closed the stream mid-answer: {exc}") from exc
+                if attempt == self._retries:
                     raise GeneratorError(f"LLM backend unreachable at {self.base_url}: {exc}") from exc
             time.sleep(0.2 * (attempt + 1))
+
+
+def _sse_deltas(lines: Iterator[str], content_type: str) -> Iterator[str]:
+    """The text deltas of an OpenAI chat stream. A stream must end with ``[DONE]`` or a
+    ``finish_reason``: one that stops short (a backend that died) or never sent an event (an HTML
+    error page, a proxy's reply) is a :class:`GeneratorError`, not an empty answer."""
+    events = 0
+    finished = False
+    for line in lines:
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            choices = json.loads(data)["choices"]
+            choice = choices[0] if choices else {}  # a usage-only chunk has no choices
+            delta = (choice.get("delta") or {}).get("content")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise GeneratorError(f"malformed stream from LLM backend: {data[:120]}") from exc
+        events += 1
+        finished = finished or bool(choice.get("finish_reason"))
+        if delta:
+            yield delta
+    if not events:
+        raise GeneratorError(f"LLM backend sent no chat stream (content-type {content_type or 'none'})")
+    if not finished:
+        raise GeneratorError("LLM backend closed the stream mid-answer (no [DONE])")
 
 
 class HFGenerator:
