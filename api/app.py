@@ -31,6 +31,7 @@ async def lifespan(app: FastAPI):
     app.state.jobs.start()
     yield
     app.state.jobs.stop(timeout=settings.shutdown_grace_s)
+    app.state.engine.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

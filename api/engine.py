@@ -74,6 +74,11 @@ class Engine:
             raise GeneratorUnavailableError(f"no LLM available ({self.generator_status})")
         return AnswerPipeline(self.current(), self.generator, self.settings)
 
+    def close(self) -> None:
+        """Release the live index's files (at shutdown)."""
+        if self.retriever is not None:
+            self.retriever.index.close()
+
     def current(self) -> HybridRetriever:
         retriever = self.retriever
         if retriever is None:

@@ -9,6 +9,8 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 
 from fastapi import Request
+from sse_starlette.sse import EventSourceResponse
+from starlette.background import BackgroundTask
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from api.limits import Slot
@@ -82,3 +84,10 @@ async def guarded_events(request: Request, settings: Settings, slot: Slot,
             events.close()
         except ValueError:  # still running in its worker thread: it sees ``cancel`` at the next token
             pass
+
+
+def sse_response(events: AsyncIterator[dict], settings: Settings, slot: Slot) -> EventSourceResponse:
+    """A streamed answer. On server shutdown it may run on for the grace period (in-flight answers
+    finish), then it is cancelled; the slot is freed however the stream ends."""
+    return EventSourceResponse(events, ping=15, background=BackgroundTask(slot.release),
+                               shutdown_grace_period=max(0.0, settings.shutdown_grace_s - 1.0))

@@ -183,7 +183,7 @@ class JobList(BaseModel):
     jobs: list[JobOut]
 
 
-ERRORS = {401: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}, 429: {"model": ErrorOut},
+ERRORS = {400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}, 429: {"model": ErrorOut},
           503: {"model": ErrorOut}}
 
 

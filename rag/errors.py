@@ -28,6 +28,10 @@ class IndexLockedError(RagError):
     """Another writer holds the index lock; the caller should retry later."""
 
 
+class IndexWriteError(RagError):
+    """The index cannot be written (disk full, read-only, permissions); the committed version is untouched."""
+
+
 class EmbedderMismatchError(RagError):
     """The index was built with another embedder (or dimension) than the one in use."""
 

@@ -6,13 +6,11 @@ import json
 from functools import partial
 
 from fastapi import APIRouter, Request
-from sse_starlette.sse import EventSourceResponse
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import PROTECTED, EngineDep, MetricsDep, SettingsDep, SlotsDep
 from api.errors import error_body
-from api.generation import answer_once, guarded_events
+from api.generation import answer_once, guarded_events, sse_response
 from api.schemas import ERRORS, AskRequest, AskResponse, ErrorOut
 from rag.config import Settings
 from rag.errors import RagError
@@ -83,4 +81,4 @@ async def ask(req: AskRequest, request: Request, engine: EngineDep, settings: Se
         except RagError as exc:
             yield {"event": "error", "data": json.dumps(error_body(exc))}
 
-    return EventSourceResponse(events(), ping=15, background=BackgroundTask(slot.release))
+    return sse_response(events(), settings, slot)

@@ -16,12 +16,10 @@ from functools import partial
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from sse_starlette.sse import EventSourceResponse
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import PROTECTED, EngineDep, MetricsDep, SettingsDep, SlotsDep
-from api.generation import answer_once, guarded_events
+from api.generation import answer_once, guarded_events, sse_response
 from api.schemas import (
     ERRORS,
     ChatChoice,
@@ -127,4 +125,4 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, engine:
             yield {"data": json.dumps({"error": {"message": str(exc), "type": exc.__class__.__name__}})}
         yield {"data": "[DONE]"}
 
-    return EventSourceResponse(events(), ping=15, background=BackgroundTask(slot.release))
+    return sse_response(events(), settings, slot)

@@ -31,7 +31,7 @@ _BODY = {"requestBody": {"content": {
     "multipart/form-data": {"schema": {"type": "object", "properties": {"files": {
         "type": "array", "items": {"type": "string", "format": "binary"}}}}}}}}
 _WRITE_RESPONSES = {**ERRORS, 202: {"model": JobOut, "description": "The write runs on: poll `Location`."},
-                    400: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
+                    404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
 WaitQuery = Query(None, ge=0, le=300, description="Seconds to wait for the write before answering 202 with its "
                   "job (default: RAG_WRITE_WAIT_S; 0: answer 202 at once).")
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import EngineDep, MetricsDep, require_api_key
 from api.engine import ready_info
-from api.schemas import Health, Ready
+from api.schemas import ErrorOut, Health, Ready
 
 router = APIRouter(tags=["ops"])
 
@@ -27,7 +27,9 @@ def readyz(engine: EngineDep):
     return JSONResponse(status_code=200 if info["ready"] else 503, content=Ready(**info).model_dump())
 
 
-@router.get("/metrics", dependencies=[Depends(require_api_key)])
+@router.get("/metrics", dependencies=[Depends(require_api_key)], response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+                       401: {"model": ErrorOut}})
 def metrics(m: MetricsDep) -> Response:
     """Prometheus text format: request counts, latency per endpoint and per stage, refusals."""
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

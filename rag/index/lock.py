@@ -6,7 +6,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from rag.errors import IndexLockedError
+from rag.errors import IndexLockedError, IndexWriteError
 from rag.index.layout import LOCK, now_iso
 
 
@@ -18,8 +18,12 @@ class IndexLock:
         self._fh = None
 
     def __enter__(self) -> "IndexLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(self.path, "a+")
+        except OSError as exc:  # read-only or not ours: nothing can be written, say so before any work
+            raise IndexWriteError(f"cannot write to index directory {self.path.parent} "
+                                  f"({exc.__class__.__name__}: {exc.strerror or exc})") from exc
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -9,6 +9,7 @@ The caller holds :class:`rag.index.lock.IndexLock` throughout.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -19,12 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from rag.errors import IndexCorruptError
+from rag.errors import IndexCorruptError, IndexWriteError
 from rag.index.bm25 import TermMatrix
 from rag.index.dense import DenseIndex
 from rag.index.layout import CURRENT, SCHEMA_VERSION, current_version_dir, fsync_dir, fsync_tree, now_iso
 from rag.index.store import SCHEMA_SQL, Index
 from rag.types import Chunk
+
+log = logging.getLogger("rag.index")
 
 
 @dataclass
@@ -71,21 +74,40 @@ def write_version(index_dir: Path, base: Index | None, manifest: dict[str, Any],
     ``crash_hook(stage)`` is called between steps (tests use it to die at chosen moments).
     """
     index_dir = Path(index_dir)
-    index_dir.mkdir(parents=True, exist_ok=True)
     hook = crash_hook or (lambda stage: None)
     change = Change(remove_doc_ids, new_docs, new_chunks, vectors, tokens)
     version = (base.version + 1) if base else _next_version_number(index_dir)
-    tmp = _fresh_tmp_dir(index_dir, version)
+    tmp = index_dir / f".tmp-v{version:06d}-{os.getpid()}"
+    try:
+        final = _build_and_commit(index_dir, tmp, base, manifest, change, version, dense_params, hook)
+    except (OSError, sqlite3.Error, RuntimeError) as exc:  # disk full, read-only, faiss cannot write
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = f"version {base.version} is still the committed one" if base else "nothing was committed"
+        raise IndexWriteError(f"cannot write index version {version} in {index_dir} "
+                              f"({exc.__class__.__name__}: {exc}); {kept}") from exc
+    try:
+        collect_garbage(index_dir, keep_versions)
+    except OSError as exc:  # the commit stands; old versions are removed by a later run
+        log.warning("could not remove old index versions in %s: %s", index_dir, exc)
+    return final
+
+
+def _build_and_commit(index_dir: Path, tmp: Path, base: Index | None, manifest: dict[str, Any], change: Change,
+                      version: int, dense_params: dict[str, Any], hook: Callable[[str], None]) -> Path:
+    """Write every file of ``version`` into ``tmp``, make it durable, rename it into place and point
+    CURRENT at it (the commit)."""
+    new_chunks = change.new_chunks
+    _fresh_tmp_dir(tmp)
     hook("start")
     first_id = int(base.manifest["next_chunk_id"]) if base else 0
     new_ids = np.arange(first_id, first_id + len(new_chunks), dtype=np.int64)
-    removed_ids = base.chunk_ids_of_docs(remove_doc_ids) if base else []
+    removed_ids = base.chunk_ids_of_docs(change.remove_doc_ids) if base else []
     counts = _write_chunk_store(tmp, base, change, new_ids, vacuum=bool(removed_ids))
     hook("sqlite")
-    terms = (base.terms if base else TermMatrix.empty()).updated(removed_ids, new_ids, tokens)
+    terms = (base.terms if base else TermMatrix.empty()).updated(removed_ids, new_ids, change.tokens)
     terms.save(tmp)
     hook("bm25")
-    dense = _updated_dense(base, manifest, dense_params, removed_ids, new_ids, vectors)
+    dense = _updated_dense(base, manifest, dense_params, removed_ids, new_ids, change.vectors)
     dense.save(tmp / "dense.faiss")
     hook("dense")
     if dense.ntotal != counts.chunks or terms.n_rows != counts.chunks:
@@ -99,16 +121,14 @@ def write_version(index_dir: Path, base: Index | None, manifest: dict[str, Any],
     hook("renamed")
     _point_current_at(index_dir, final)
     hook("committed")
-    collect_garbage(index_dir, keep_versions)
     return final
 
 
-def _fresh_tmp_dir(index_dir: Path, version: int) -> Path:
-    tmp = index_dir / f".tmp-v{version:06d}-{os.getpid()}"
+def _fresh_tmp_dir(tmp: Path) -> None:
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    return tmp
 
 
 def _write_chunk_store(tmp: Path, base: Index | None, change: Change, new_ids: np.ndarray,
