@@ -6,17 +6,13 @@ passage [1]), so the page's behaviour is what is tested, not a model's."""
 import json
 import os
 import shutil
-import threading
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import uvicorn
 
-from api.app import create_app
 from rag.config import Settings
-from tests.conftest import QuotingLLM, ScriptedLLM, free_port
+from tests.conftest import QuotingLLM, ScriptedLLM
+from tests.helpers import serving
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver")
@@ -26,37 +22,14 @@ SCREENSHOTS = os.environ.get("RAG_SCREENSHOTS")
 
 
 
-@contextmanager
-def serving(settings: Settings, llm_for):
-    """A live uvicorn on 127.0.0.1 serving the app, its LLM replaced by ``llm_for(engine)``;
-    yields (base URL, engine). The engine is reached through the app's state (Gradio wraps the
-    FastAPI app it mounts on)."""
-    app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert server.started, "uvicorn did not start"
-    engine = app.state.engine
-    engine.generator = llm_for(engine)
-    try:
-        yield f"http://127.0.0.1:{port}", engine
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
 @pytest.fixture
 def live_ui(fixture_index, tmp_path, smollm2):
     index = tmp_path / "index"
     shutil.copytree(fixture_index, index)
     settings = Settings(_env_file=None, index_dir=index, llm_model="smollm2", llm_context_tokens=2048,
                         reranker="none", max_tokens=48)
-    with serving(settings, lambda engine: QuotingLLM(smollm2.count_tokens)) as (url, engine):
-        yield url, engine
+    with serving(settings, lambda engine: QuotingLLM(smollm2.count_tokens)) as (url, app):
+        yield url, app.state.engine
 
 
 @pytest.fixture
