@@ -1,7 +1,8 @@
 """The web UI at ``/ui`` (Gradio, mounted on the FastAPI app): a streamed, cited chat and the
 documents of the index, on the same engine as the HTTP API.
 
-Answers and passages are shown as plain text (no Markdown, no HTML), so that a document can put no
+Answers and passages are shown as plain text (no Markdown, no HTML: the chat's messages are
+HTML-escaped, answer sentences in the status line sit in code spans), so that a document can put no
 link, image or script in front of a reader. With ``RAG_API_KEYS`` set, the UI asks for a key
 (any user name, the key as password).
 """
@@ -9,6 +10,7 @@ link, image or script in front of a reader. With ``RAG_API_KEYS`` set, the UI as
 from __future__ import annotations
 
 import hmac
+import html
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -28,7 +30,7 @@ def _timings(answer: Answer) -> str:
     shown = ("rewrite",) * answer.rewritten + ("retrieve", "rerank", "ttft", "generate", "total")
     stages = ", ".join(f"{k} {t[k]:.0f} ms" for k in shown if t.get(k))
     head = f"**Refused** — {answer.refusal_reason}" if answer.refused else f"**Answered** with {len(answer.citations)} source(s)"
-    searched = f" · searched: `{answer.query.replace('`', '')}`" if answer.rewritten else ""
+    searched = f" · searched: {_code(answer.query)}" if answer.rewritten else ""
     return f"{head}{searched}  \n{stages}{_grounding(answer)}"
 
 
@@ -39,8 +41,19 @@ def _grounding(answer: Answer) -> str:
     bad = [g for g in answer.grounding if not g.supported]
     line = f"  \ngrounding: {len(answer.grounding) - len(bad)}/{len(answer.grounding)} sentences stated by their passages"
     if bad:
-        line += " · ⚠ not stated: " + " · ".join(f"“{g.sentence.replace('`', '')}”" for g in bad)
+        line += " · ⚠ not stated: " + " · ".join(_code(g.sentence) for g in bad)
     return line
+
+
+def _code(text: str) -> str:
+    """``text`` as a Markdown code span: shown as written, never rendered (no image, link or HTML)."""
+    return "`" + " ".join(text.replace("`", "'").split()) + "`"
+
+
+def _plain(text: str) -> str:
+    """A chat message as text: the Chatbot puts its messages into the page as HTML (sanitised, which
+    still lets ``<img src=...>`` through), so every character is escaped."""
+    return html.escape(text, quote=False)
 
 
 def _marked(answer: Answer) -> str:
@@ -75,21 +88,21 @@ def _respond(engine: Engine, question: str, chat: list[dict], turns: list[list[s
     if not question:
         yield chat, "", gr.update(), gr.update(), gr.update(), turns, gr.update()
         return
-    chat = [*chat, {"role": "user", "content": question}, {"role": "assistant", "content": ""}]
+    chat = [*chat, {"role": "user", "content": _plain(question)}, {"role": "assistant", "content": ""}]
     yield chat, "", "*searching…*", gr.update(choices=[], value=None), "", turns, {}
     try:
         history = [Turn(role, content) for role, content in turns]
         for kind, value in engine.pipeline().stream(question, history=history):
             if kind == "delta":
-                chat[-1]["content"] += value
+                chat[-1]["content"] += _plain(value)
                 yield chat, "", "*answering…*", gr.update(), gr.update(), turns, gr.update()
             else:
-                chat[-1]["content"] = _marked(value)
+                chat[-1]["content"] = _plain(_marked(value))
                 turns = [*turns, ["user", question], ["assistant", value.text]]
                 yield (chat, "", _timings(value), gr.update(choices=_choices(value), value=None), "", turns,
                        dict(zip(_choices(value), _passages(value))))
     except RagError as exc:
-        chat[-1]["content"] = f"(error: {exc})"
+        chat[-1]["content"] = _plain(f"(error: {exc})")
         yield chat, "", f"**Error** — {exc}", gr.update(), gr.update(), turns, gr.update()
 
 

@@ -78,7 +78,8 @@ def decode_text(data: bytes) -> tuple[str, str]:
 # --- structure -----------------------------------------------------------------------------
 _ATX = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
-_FRONTMATTER = re.compile(r"\A---\n(.*?)\n---\n", re.S)
+# Closed by a line of three dashes; Windows line endings too (else the block would become passage text).
+_FRONTMATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.S)
 
 
 def markdown_sections(text: str, start: int = 0) -> tuple[str, list[tuple[str, int, int]]]:
@@ -138,6 +139,18 @@ _DROP_TAGS = ["script", "style", "noscript", "nav", "footer", "aside", "form", "
               "iframe", "button"]
 
 
+_HIDDEN_STYLE = re.compile(r"(?:display\s*:\s*none|visibility\s*:\s*hidden)", re.IGNORECASE)
+
+
+def _drop_hidden(tree) -> None:
+    """Remove elements a browser does not show (``hidden``, inline ``display: none`` or
+    ``visibility: hidden``): text a reader of the page never sees must not reach the model.
+    Comments are never read either (the walk skips them)."""
+    for node in tree.css("[hidden], [style]"):
+        if "hidden" in node.attributes or _HIDDEN_STYLE.search(node.attributes.get("style") or ""):
+            node.decompose()
+
+
 def load_html(html: str, doc_id: str, source: str, stem: str) -> Document:
     """Main text of an HTML page; headings become sections (as in Markdown)."""
     from selectolax.lexbor import LexborHTMLParser
@@ -146,6 +159,7 @@ def load_html(html: str, doc_id: str, source: str, stem: str) -> Document:
     title_node = tree.css_first("title")
     page_title = " ".join(title_node.text().split()) if title_node is not None else ""
     tree.strip_tags(_DROP_TAGS)
+    _drop_hidden(tree)
     root = tree.body or tree.root
     blocks: list[tuple[int, str]] = []  # (heading level or 0, text)
     inline: list[str] = []

@@ -28,6 +28,7 @@ from rag.answering.prompt import (
     is_refusal,
     pack,
     repair_citations,
+    strip_foreign_links,
     support,
 )
 from rag.config import Settings
@@ -229,9 +230,9 @@ class AnswerPipeline:
                                citations=tuple(Citation(n, prep.hits[n - 1]) for n in cited))
 
     def _cited(self, raw: str, question: str, hits: list[Hit]) -> tuple[str, list[int]]:
-        """The answer with out-of-range citations removed (and repaired when the setting says so),
-        and the numbers of the passages it cites."""
-        text, cited = extract_citations(raw, len(hits))
+        """The answer with out-of-range citations, images and links to addresses no passage holds
+        removed (citations repaired when the setting says so), and the numbers of the passages it cites."""
+        text, cited = extract_citations(strip_foreign_links(raw, [h.chunk.text for h in hits]), len(hits))
         if hits and self.settings.citation_repair:
             tok = self.retriever.index.tokenizer
             overlaps = support(text, tok(question), [tok(h.chunk.text) for h in hits], tok)

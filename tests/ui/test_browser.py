@@ -142,3 +142,31 @@ def test_the_ui_marks_a_sentence_its_passages_do_not_state(flagging_ui, browser)
     _wait(browser, lambda d: any("⚠ Kubernetes" in b.text for b in d.find_elements(By.CSS_SELECTOR, "#chat .message")))
     bubbles = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "#chat .message")]
     assert not any("⚠ k1" in b for b in bubbles), bubbles
+
+
+IMAGE_ANSWER = ["k1 controls term frequency saturation [1]. ", "See ![x](http://127.0.0.1:9/x.png) here [1]. ",
+                "Also <img src=http://127.0.0.1:9/y.png> there [1]."]
+
+
+@pytest.fixture
+def image_ui(fixture_index):
+    """The live UI with an LLM whose answer carries a Markdown image and an HTML one (what a document's
+    injection asks for, to send data out when a client renders it). Flag mode keeps every sentence."""
+    settings = Settings(_env_file=None, index_dir=fixture_index, llm_model="smollm2", llm_context_tokens=2048,
+                        reranker="none", max_tokens=48, grounding="flag")
+    with serving(settings, lambda engine: ScriptedLLM(IMAGE_ANSWER)) as (url, _):
+        yield url
+
+
+def test_images_in_an_answer_are_never_loaded(image_ui, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(image_ui + "/ui/")
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#question textarea"))
+    _ask(browser, "What does the parameter k1 control in BM25?")
+    sources = [img.get_attribute("src") or "" for img in browser.find_elements(By.TAG_NAME, "img")]
+    assert not [s for s in sources if "127.0.0.1:9/" in s], sources
+    requested = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert not [u for u in requested if "127.0.0.1:9/" in u], requested
+    chat = browser.find_element(By.ID, "chat").text  # the answer keeps its text, without the images
+    assert "k1 controls term frequency saturation" in chat and "x.png" not in chat and "y.png" not in chat
