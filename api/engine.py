@@ -12,6 +12,7 @@ from ingest.pipeline import IngestReport, ingest
 from rag.answering.pipeline import AnswerPipeline
 from rag.config import Settings
 from rag.errors import GeneratorUnavailableError, IndexLockedError, IndexNotFoundError, RagError
+from rag.index.layout import current_version_dir
 from rag.models.generator import make_generator
 from rag.retrieval.factory import build_retriever, load_reranker
 from rag.retrieval.retriever import HybridRetriever
@@ -37,6 +38,8 @@ class Engine:
         self.write_lock = threading.Lock()
         self.generator = None
         self.generator_status = "not loaded"
+        self._swap_lock = threading.Lock()
+        self._next_refresh = 0.0
 
     def load(self) -> None:
         """Load everything a first request would (tokenizers, models, the index), so that no request
@@ -79,7 +82,31 @@ class Engine:
         if self.retriever is not None:
             self.retriever.index.close()
 
+    def refresh(self) -> None:
+        """Swap in a version that another process (a CLI ingest) committed since the last look.
+
+        Checked at most every ``RAG_INDEX_REFRESH_S`` (one small file read); one request does the
+        reload while the others go on with the live version; a version that fails to open leaves the
+        live one served (logged)."""
+        interval = self.settings.index_refresh_s
+        now = time.monotonic()
+        if not self.loaded or interval <= 0 or now < self._next_refresh:
+            return
+        self._next_refresh = now + interval
+        committed = current_version_dir(self.index_dir)
+        live = self.retriever.index.path if self.retriever is not None else None
+        if committed is None or committed == live or not self._swap_lock.acquire(blocking=False):
+            return
+        try:
+            self.reload()
+            log.info("index version %s committed by another process is now served", committed.name)
+        except RagError as exc:
+            log.warning("kept the live index version: %s", exc)
+        finally:
+            self._swap_lock.release()
+
     def current(self) -> HybridRetriever:
+        self.refresh()
         retriever = self.retriever
         if retriever is None:
             raise IndexNotFoundError(self.error or f"no index loaded from {self.index_dir}")
@@ -112,6 +139,7 @@ class Engine:
 
 
 def ready_info(engine: Engine) -> dict:
+    engine.refresh()
     r = engine.retriever
     detail = engine.error if engine.loaded else "loading models and index"
     info = {"ready": engine.loaded and r is not None, "index_dir": str(engine.index_dir),

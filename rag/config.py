@@ -210,6 +210,9 @@ class Settings(BaseSettings):
     write_lock_wait_s: float = Field(
         600.0, ge=0, description="Seconds a write job waits for the index lock while another process (a CLI "
         "ingest) writes the same index, before it fails with 409.")
+    index_refresh_s: float = Field(
+        2.0, ge=0, description="How often (seconds, at most) the service checks whether another process (a CLI "
+        "ingest) committed a newer index version, and swaps it in; 0 turns the check off.")
     jobs_kept: int = Field(200, ge=1, description="Finished write jobs kept for GET /jobs (oldest dropped first).")
     max_upload_files: int = Field(200, ge=1, description="Files one multipart upload may carry (more: 413).")
     shutdown_grace_s: float = Field(

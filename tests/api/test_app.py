@@ -137,6 +137,28 @@ def test_documents_add_upload_list_delete_and_live_swap(index_dir, tmp_path):
         assert r.status_code == 422
 
 
+def test_a_version_committed_by_another_process_is_served_without_a_restart(index_dir, tmp_path, embedder):
+    import shutil
+    import time
+
+    from ingest.pipeline import ingest
+    from rag.types import Document
+
+    path = tmp_path / "ix"
+    shutil.copytree(index_dir, path)
+    with make_client(path, index_refresh_s=0.05) as c:
+        v0 = c.get("/readyz").json()["index_version"]
+        # What `rag ingest` does from a shell while the service runs: a writer in another process.
+        doc = Document("cli/otters.md", "Sea otters hold hands while they sleep.", "Otters", "cli/otters.md", "markdown")
+        report = ingest([], path, Settings(_env_file=None, index_dir=path), documents=[doc], embedder=embedder,
+                        progress=False)
+        assert report.committed
+        time.sleep(0.1)
+        hits = c.post("/search", json={"query": "why do sea otters hold hands"}).json()
+        assert hits["index_version"] == v0 + 1 and hits["hits"][0]["doc_id"] == "cli/otters.md"
+        assert c.get("/readyz").json()["documents"] == c.get("/documents").json()["total"]
+
+
 def test_openapi_lists_every_endpoint_and_is_a_valid_document(client):
     from openapi_spec_validator import validate
 
