@@ -11,7 +11,7 @@ from pathlib import Path
 from ingest.pipeline import IngestReport, ingest
 from rag.answering.pipeline import AnswerPipeline
 from rag.config import Settings
-from rag.errors import GeneratorUnavailableError, IndexLockedError, IndexNotFoundError, RagError
+from rag.errors import GeneratorUnavailableError, IndexNotFoundError, RagError
 from rag.index.layout import current_version_dir
 from rag.models.generator import make_generator
 from rag.retrieval.factory import build_retriever, load_reranker
@@ -119,20 +119,10 @@ class Engine:
         A new index chooses its embedder (RAG_EMBEDDER); an existing one reuses the loaded model.
         While another process writes the index, retry for up to ``lock_wait_s`` seconds (reported
         to ``on_progress`` as the stage ``waiting for the index lock``)."""
-        notify = on_progress or (lambda stage, done, total: None)
-        deadline = time.monotonic() + lock_wait_s
         with self.write_lock:
-            while True:
-                embedder = self.retriever.embedder if self.retriever is not None else None
-                try:
-                    report = ingest([], self.index_dir, self.settings, documents=list(documents),
-                                    delete=list(delete), embedder=embedder, progress=False, on_progress=on_progress)
-                    break
-                except IndexLockedError:
-                    if time.monotonic() >= deadline:
-                        raise
-                    notify("waiting for the index lock", 0, 0)
-                    time.sleep(0.5)
+            embedder = self.retriever.embedder if self.retriever is not None else None
+            report = ingest([], self.index_dir, self.settings, documents=list(documents), delete=list(delete),
+                            embedder=embedder, progress=False, on_progress=on_progress, lock_wait_s=lock_wait_s)
             if report.committed:
                 self.reload()  # atomic swap: in-flight queries finish on the version they started with
         return report

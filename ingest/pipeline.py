@@ -158,7 +158,8 @@ def ingest(paths: Sequence[Path | str], index_dir: Path | str, settings: Setting
            embedder: Embedder | None = None, progress: bool = True,
            documents: Sequence[Document] | None = None,
            crash_hook: Callable[[str], None] | None = None,
-           on_progress: Callable[[str, int, int], None] | None = None) -> IngestReport:
+           on_progress: Callable[[str, int, int], None] | None = None,
+           lock_wait_s: float = 0.0) -> IngestReport:
     """Bring the index at ``index_dir`` in line with ``paths`` (and/or ``documents``) and commit.
 
     ``on_progress(stage, done, total)`` hears of each stage (load, chunk, embed, commit) and each
@@ -166,17 +167,18 @@ def ingest(paths: Sequence[Path | str], index_dir: Path | str, settings: Setting
     committed.
 
     Steps: load the sources, choose and check the embedder, plan (hash, chunk), embed, commit.
-    Holds the index's writer lock for the whole run: a second concurrent ingest fails fast
-    with :class:`IndexLockedError`; readers keep using the committed version meanwhile.
+    Holds the index's writer lock for the whole run: while another writer holds it, waits up to
+    ``lock_wait_s`` seconds (stage ``waiting for the index lock``), then fails with
+    :class:`IndexLockedError`; readers keep using the committed version meanwhile.
     """
     t0 = time.perf_counter()
     index_dir = Path(index_dir)
     report = IngestReport(index_dir=str(index_dir))
     tokenizer = Tokenizer(settings.tokenizer_stem, settings.tokenizer_stopwords, settings.tokenizer_korean)
-    with IndexLock(index_dir):
+    notify = on_progress or (lambda stage, done, total: None)
+    with IndexLock(index_dir, lock_wait_s, lambda holder: notify("waiting for the index lock", 0, 0)):
         base = Index.open(index_dir) if not rebuild and current_version_dir(index_dir) is not None else None
         sources = _load_sources(paths, documents, settings)
-        notify = on_progress or (lambda stage, done, total: None)
         notify("chunk", 0, len(sources))
         embedder = _ready_embedder(embedder, settings, base, sources)
         wanted = index_settings(settings, embedder, tokenizer)

@@ -208,8 +208,8 @@ class Settings(BaseSettings):
     max_queued_writes: int = Field(
         32, ge=1, description="Write jobs waiting behind the running one; past this, writes get 503.")
     write_lock_wait_s: float = Field(
-        600.0, ge=0, description="Seconds a write job waits for the index lock while another process (a CLI "
-        "ingest) writes the same index, before it fails with 409.")
+        600.0, ge=0, description="Seconds a writer (an API write job, `rag ingest`) waits for the index lock "
+        "while another process writes the same index, before it fails (409 from the API).")
     index_refresh_s: float = Field(
         2.0, ge=0, description="How often (seconds, at most) the service checks whether another process (a CLI "
         "ingest) committed a newer index version, and swaps it in; 0 turns the check off.")

@@ -21,6 +21,24 @@ def rag(*args, env=None, cwd=ROOT):
                           cwd=cwd, env=e, timeout=300)
 
 
+def test_ingest_waits_for_another_writer_or_fails_at_once_with_wait_0(corpus_dir, tmp_path):
+    import threading
+
+    from rag.index.lock import IndexLock
+
+    index = tmp_path / "ix"
+    held = IndexLock(index).__enter__()  # a writer (the service) holds the index
+    try:
+        r = rag("ingest", corpus_dir, "--index", index, "--wait", "0", "-q")
+        assert r.returncode != 0 and "being written by pid" in r.stderr
+        threading.Timer(3.0, held.__exit__, (None, None, None)).start()
+        r = rag("ingest", corpus_dir, "--index", index, "--wait", "120")
+        assert r.returncode == 0, r.stderr
+        assert "another writer holds it" in r.stderr and "documents added" in r.stdout
+    finally:
+        held.__exit__(None, None, None)
+
+
 def test_ingest_info_and_exit_codes(corpus_dir, tmp_path):
     index = tmp_path / "ix"
     (corpus_dir / "broken.pdf").write_bytes(b"%PDF-1.4 truncated")

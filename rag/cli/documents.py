@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -29,6 +30,9 @@ def ingest(
     delete: Annotated[Optional[list[str]], typer.Option("--delete", help="Remove this document id (repeatable).")] = None,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Build a fresh index, ignoring the current one.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 3 if any input was skipped.")] = False,
+    wait: Annotated[Optional[float], typer.Option("--wait", min=0, help=(
+        "Seconds to wait while another writer (the service, another ingest) holds the index "
+        "(default RAG_WRITE_LOCK_WAIT_S; 0: fail at once)."))] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -41,13 +45,28 @@ def ingest(
     if prune and not paths:
         usage_error("--prune needs the PATHS that hold every document to keep")
     report = run_ingest(paths or [], index_dir, settings, prune=prune, delete=delete or [],
-                        rebuild=rebuild, progress=not quiet and not as_json)
+                        rebuild=rebuild, progress=not quiet and not as_json,
+                        lock_wait_s=settings.write_lock_wait_s if wait is None else wait,
+                        on_progress=None if quiet or as_json else _say_when_waiting())
     if as_json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     else:
         _print_ingest(report, index_dir)
     if strict and report.skipped:
         raise typer.Exit(EXIT_SKIPPED)
+
+
+def _say_when_waiting():
+    """An ``on_progress`` that tells, once, that the ingest waits for another writer."""
+    told = False
+
+    def on_progress(stage: str, done: int, total: int) -> None:
+        nonlocal told
+        if stage == "waiting for the index lock" and not told:
+            told = True
+            print("waiting for the index: another writer holds it …", file=sys.stderr, flush=True)
+
+    return on_progress
 
 
 def _print_ingest(d, index_dir: Path) -> None:

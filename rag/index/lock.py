@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rag.errors import IndexLockedError, IndexWriteError
@@ -11,10 +13,15 @@ from rag.index.layout import LOCK, now_iso
 
 
 class IndexLock:
-    """Exclusive writer lock (``flock``): released by the kernel even if the writer is killed."""
+    """Exclusive writer lock (``flock``): released by the kernel even if the writer is killed.
 
-    def __init__(self, index_dir: Path) -> None:
+    Held by another writer, it is retried for up to ``wait_s`` seconds (``on_wait(holder)`` hears
+    of each retry), then :class:`IndexLockedError` names the holder."""
+
+    def __init__(self, index_dir: Path, wait_s: float = 0.0, on_wait: Callable[[str], None] | None = None) -> None:
         self.path = Path(index_dir) / LOCK
+        self.wait_s = wait_s
+        self.on_wait = on_wait
         self._fh = None
 
     def __enter__(self) -> "IndexLock":
@@ -24,15 +31,26 @@ class IndexLock:
         except OSError as exc:  # read-only or not ours: nothing can be written, say so before any work
             raise IndexWriteError(f"cannot write to index directory {self.path.parent} "
                                   f"({exc.__class__.__name__}: {exc.strerror or exc})") from exc
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise IndexLockedError(
-                f"index {self.path.parent} is being written by {holder}; wait for it to finish "
-                "(readers are not affected)") from None
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                if time.monotonic() >= deadline:
+                    fh.close()
+                    raise IndexLockedError(
+                        f"index {self.path.parent} is being written by {holder}; wait for it to finish "
+                        "(readers are not affected)") from None
+                if self.on_wait is not None:
+                    try:
+                        self.on_wait(holder)  # may raise: a cancelled job stops waiting
+                    except BaseException:
+                        fh.close()
+                        raise
+                time.sleep(0.25)
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()} since {now_iso()}")

@@ -143,6 +143,21 @@ def test_second_writer_fails_fast_while_readers_read(corpus_dir, tmp_path, setti
     run(corpus_dir, tmp_path / "ix", settings, embedder)  # the kernel released the dead writer's lock
 
 
+def test_a_writer_told_to_wait_commits_once_the_other_is_done(corpus_dir, tmp_path, settings, embedder):
+    import threading
+
+    from rag.index.lock import IndexLock
+
+    run(corpus_dir, tmp_path / "ix", settings, embedder)
+    (corpus_dir / "more.md").write_text("# More\n\nextra")
+    held = IndexLock(tmp_path / "ix").__enter__()  # another writer, released a second later
+    threading.Timer(1.0, held.__exit__, (None, None, None)).start()
+    stages = []
+    report = run(corpus_dir, tmp_path / "ix", settings, embedder, lock_wait_s=30,
+                 on_progress=lambda stage, done, total: stages.append(stage))
+    assert report.committed and report.added == 1 and "waiting for the index lock" in stages
+
+
 def _start_worker(corpus, index, stage):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.Popen([sys.executable, "-m", "tests.ingest.crash_worker", str(corpus), str(index), stage],
