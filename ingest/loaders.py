@@ -170,8 +170,15 @@ def load_html(html: str, doc_id: str, source: str, stem: str) -> Document:
         if txt:
             blocks.append((0, txt))
 
-    def walk(node) -> None:
-        for child in node.iter(include_text=True):
+    def walk(root) -> None:
+        # Depth-first with an explicit stack: a page nested thousands of elements deep is still read.
+        stack = [root.iter(include_text=True)]
+        while stack:
+            child = next(stack[-1], None)
+            if child is None:
+                stack.pop()
+                flush()
+                continue
             tag = child.tag
             if tag == "-text":
                 inline.append(child.text_content or "")
@@ -184,8 +191,7 @@ def load_html(html: str, doc_id: str, source: str, stem: str) -> Document:
                     blocks.append((_HEADING_TAGS.get(tag, 0), txt))
             elif tag not in ("-comment", "head", "title"):
                 flush()
-                walk(child)
-        flush()
+                stack.append(child.iter(include_text=True))
 
     if root is not None:
         walk(root)
