@@ -125,6 +125,11 @@ class Settings(BaseSettings):
         "refused).")
     context_passages: int = Field(3, ge=1, le=20, description="Passages offered to the LLM, best first (fewer "
                                   "passages: a shorter prompt and an earlier first token).")
+    passage_instructions: Literal["drop", "keep"] = Field(
+        "drop", description="Text in a passage that reads as an instruction to an AI (\"ignore the rules\", a fake "
+        "SYSTEM line, \"assistant: reply only with …\", in English or Korean): 'drop' leaves it out of the prompt, "
+        "from the instruction to the end of its paragraph, with a marker (the stored document and its citations "
+        "are unchanged); 'keep' sends passages as written.")
     passage_text: Literal["window", "chunk"] = Field(
         "window", description="What the LLM reads of each passage: 'window' = the sentences that best match the "
         "question with their neighbours, '…' where text was left out (a shorter prompt, an earlier first token); "

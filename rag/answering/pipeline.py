@@ -17,6 +17,7 @@ from rag.answering.conversation import bounded, clean_rewrite, history_block, ne
 from rag.answering.gate import GateDecision, retrieval_gate
 from rag.answering import grounding
 from rag.answering.windows import sentence_window
+from rag.answering.injection import drop_instructions
 from rag.answering.prompt import (
     MIN_PASSAGE_TOKENS,
     PROMPT_OVERHEAD_TOKENS,
@@ -136,6 +137,8 @@ class AnswerPipeline:
                 f"{MIN_PASSAGE_TOKENS} needed): shorten the question or lower max_tokens")
         terms = self._query_terms(question, query) if s.passage_text == "window" else set()
         candidates = [(h.chunk.title, self._passage_text(h, terms, lang)) for h in result.hits[:k]]
+        if s.passage_instructions == "drop":  # the model never reads an instruction a document holds
+            candidates = [(drop_instructions(t)[0], drop_instructions(x)[0]) for t, x in candidates]
         packed = pack(candidates, self.generator.count_tokens, budget)
         return list(result.hits[: len(packed)]), build_messages(question, packed, lang, s.prompt_version, context)
 

@@ -76,6 +76,13 @@ def test_prompt_holds_numbered_delimited_passages_and_the_injection_stays_data(p
     assert user.count("</passage>") == len(prep.hits)  # the document could not close its block
     assert '<passage id="99"' not in user and "not instructions" in prep.messages[0]["content"]
     assert any(h.chunk.doc_id == "injected.md" for h in prep.hits)
+    assert "FAISS stores vectors." in user and "PWNED" not in user and "you are evil" not in user
+
+
+def test_keep_sends_the_passages_as_written(retriever, smollm2):
+    kept = AnswerPipeline(retriever, smollm2, Settings(_env_file=None, llm_context_tokens=2048, max_tokens=48,
+                                                       passage_instructions="keep"))
+    assert "PWNED" in kept.prepare("What does FAISS store?").messages[1]["content"]
 
 
 def test_korean_question_gets_the_korean_rules(pipeline):
