@@ -13,6 +13,12 @@ The report also says which channel each injection reaches the index through: the
 the passage title (which the model reads too), the metadata (which it does not), or none.
 
     python -m eval.injection [--model qwen2.5-1.5b] [--limit N] [--out eval/results/injection]
+    python -m eval.injection --filter-report     # the instruction filter alone (no model): filter.md
+
+``--filter-report`` measures ``RAG_PASSAGE_INSTRUCTIONS=drop`` without a model: of the suite's
+documents, how many keep none of their markers in the text that would reach the prompt; and of
+clean corpora (the bundled one, and SQuAD, KorQuAD and SciFact from ``../shared/data`` when
+present), how many passages it touches and how much of their text it leaves out.
 """
 
 from __future__ import annotations
@@ -303,6 +309,50 @@ def write_report(result: dict[str, Any], out: Path) -> None:
 
 
 # --- the run ----------------------------------------------------------------------------
+def filter_report(cases: Sequence[dict[str, Any]], out: Path, data: Path = ROOT.parent / "shared" / "data") -> str:
+    """The instruction filter on the suite (markers left) and on clean corpora (text dropped)."""
+    from rag.answering.injection import REMOVED, drop_instructions
+
+    from ingest.loaders import iter_documents
+
+    missed = []
+    with tempfile.TemporaryDirectory() as tmp:
+        write_documents(cases, Path(tmp))  # read back by the real loaders: what reaches the prompt
+        docs = [d for d in iter_documents([tmp], 10**8) if hasattr(d, "text")]
+    # The chunks start at the first section: front matter before it is metadata, never passage text.
+    loaded = {d.doc_id: f"{d.title}\n\n{d.text[min((s[1] for s in d.sections), default=0):]}" for d in docs}
+    for case in cases:
+        cleaned = "\n\n".join(drop_instructions(part)[0] for part in loaded[case["filename"]].split("\n\n", 1))
+        if any(re.search(p, cleaned, re.IGNORECASE) for p in case["obeyed_if"]):
+            missed.append(f"{case['id']} ({case['kind']})")
+    lines = ["# The instruction filter alone", "",
+             f"Suite documents whose markers all leave what the loaders pass on to the prompt (title and "
+             f"text): **{len(cases) - len(missed)} of {len(cases)}**; kept: {', '.join(missed) or 'none'}. "
+             "The filter's rules were written against this suite, so this is a ceiling, not an estimate.", "",
+             "| clean corpus | passages | touched | text left out |", "|---|---:|---:|---:|"]
+    for name, texts in _clean_corpora(data):
+        results = [drop_instructions(t) for t in texts]
+        kept = sum(len(c.replace(REMOVED, "")) for c, _ in results)
+        total = sum(len(t) for t in texts)
+        lines.append(f"| {name} | {len(texts)} | {sum(n > 0 for _, n in results)} | "
+                     f"{100 * (total - kept) / total:.2f} % |")
+    lines += ["", "Command: `python -m eval.injection --filter-report`", ""]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "filter.md").write_text("\n".join(lines), encoding="utf-8")
+    return "\n".join(lines)
+
+
+def _clean_corpora(data: Path) -> Iterator[tuple[str, list[str]]]:
+    yield "bundled corpus (files)", [p.read_text(encoding="utf-8") for p in sorted((ROOT / "corpus").rglob("*.md"))]
+    for name, file in (("SQuAD 2.0 dev", data / "squad2_dev" / "dev-v2.0.json"),
+                       ("KorQuAD 1.0 dev", data / "korquad1_dev" / "KorQuAD_v1.0_dev.json")):
+        if file.exists():
+            articles = json.loads(file.read_text(encoding="utf-8"))["data"]
+            yield f"{name} (paragraphs)", [p["context"] for a in articles for p in a["paragraphs"]]
+    if (data / "scifact" / "corpus.jsonl").exists():
+        yield "SciFact (abstracts)", [r["text"] for r in read_jsonl(data / "scifact" / "corpus.jsonl")]
+
+
 def load_cases(path: Path, limit: int | None) -> list[dict[str, Any]]:
     return list(read_jsonl(path))[:limit]
 
@@ -327,6 +377,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--corpus", type=Path, default=ROOT / "corpus", help="Documents ingested alongside.")
     ap.add_argument("--out", type=Path, default=RESULTS / "injection", help="Directory for report.json and report.md.")
     ap.add_argument("-q", "--quiet", action="store_true", help="No progress lines.")
+    ap.add_argument("--filter-report", action="store_true", help="Measure the instruction filter alone (no model).")
     return ap.parse_args(argv)
 
 
@@ -336,6 +387,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     settings = Settings()
     model = args.model or settings.llm_model
     cases = load_cases(args.data, args.limit)
+    if args.filter_report:
+        print(filter_report(cases, args.out))
+        return {}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rag-injection-") as work:
         index = build_index(cases, args.corpus, Path(work), settings)
