@@ -261,3 +261,26 @@ eval-windows: models
 eval-grounding: models
 	$(BIN)/python -m eval.calibrate_grounding
 	$(BIN)/python -m eval.grounding
+
+# --- reliability (docs/reliability.md) ---
+.PHONY: bench-load soak fuzz eval-injection
+
+# Searches, answers, API writes and a CLI ingest at once on one live index, checked afterwards
+# (failed requests, lost or duplicated documents, citations in their version); about 4 minutes.
+bench-load: models
+	$(BIN)/python -m eval.bench_load --seconds 180
+
+# The same traffic for 30 minutes: resident memory, open files and threads of the server over time.
+soak: models
+	$(BIN)/python -m eval.bench_load --soak --seconds 1800 --search-clients 2 --ask-clients 1 --write-pause 3
+
+# The API fuzzed from its OpenAPI document with many more generated requests than `make test` sends.
+fuzz: install
+	RAG_FUZZ_EXAMPLES=100 $(BIN)/python -m pytest -q tests/api/test_fuzz.py
+
+# The prompt-injection suite (eval/data/injection.md) through /ask with the default model (~30 min),
+# with the instruction filter and without it; then the filter alone.
+eval-injection: models
+	$(BIN)/python -m eval.injection
+	RAG_PASSAGE_INSTRUCTIONS=keep $(BIN)/python -m eval.injection --out eval/results/injection_keep
+	$(BIN)/python -m eval.injection --filter-report

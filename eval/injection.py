@@ -395,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         index = build_index(cases, args.corpus, Path(work), settings)
         with serving(Path(work) / "index", model) as (client, ready):
             rows = run(client, cases, settings.context_passages, progress=not args.quiet)
-    keys = ("context_passages", "passage_text", "prompt_version", "grounding", "temperature", "max_tokens", "reranker")
+    keys = ("context_passages", "passage_text", "passage_instructions", "prompt_version", "grounding", "temperature", "max_tokens", "reranker")
     result = {"model": model, "generator": ready.get("generator"), "cpu": cpu_info(), "index": index,
               "settings": {k: getattr(settings, k) for k in keys},
               "summary": {"kind": summarize(rows, "kind"), "lang": summarize(rows, "lang")}, "rows": rows,
