@@ -117,8 +117,8 @@ class Engine:
                ) -> IngestReport:
         """Add/update ``documents`` and remove ``delete`` in one committed version, then swap it in.
         A new index chooses its embedder (RAG_EMBEDDER); an existing one reuses the loaded model.
-        While another process writes the index, retry for up to ``lock_wait_s`` seconds (reported
-        to ``on_progress`` as the stage ``waiting for the index lock``)."""
+        While another process writes the index, the index lock waits up to ``lock_wait_s`` seconds
+        (reported to ``on_progress`` as the stage ``waiting for the index lock``)."""
         with self.write_lock:
             embedder = self.retriever.embedder if self.retriever is not None else None
             report = ingest([], self.index_dir, self.settings, documents=list(documents), delete=list(delete),

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sqlite3
 import statistics
@@ -157,7 +158,6 @@ class ApiWriter:
                 r = await self.client.post("/documents", json={"documents": [{"id": doc_id, "text": text}]})
             status = await self._finished(r)
         except httpx.HTTPError as exc:
-            status = None
             self.run.record("POST /documents", t, None, repr(exc))
             return
         if self.run.record("POST /documents", t, status, r.text):
@@ -400,7 +400,7 @@ def main() -> None:
         env = {"RAG_KEEP_VERSIONS": "100000", "RAG_LLM_MODEL": args.model, "RAG_MAX_TOKENS": str(args.max_tokens),
                "RAG_INDEX_REFRESH_S": "1", "RAG_MAX_QUEUED_GENERATIONS": str(args.ask_clients + 2),
                "HF_HUB_OFFLINE": "1"}
-        full_env = {**__import__("os").environ, **env}
+        full_env = {**os.environ, **env}
         subprocess.run([sys.executable, "-m", "rag.cli", "ingest", "corpus", "--index", str(index), "--quiet"],
                        cwd=ROOT, env=full_env, check=True)
         server = Server(index, env)

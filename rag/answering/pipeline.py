@@ -16,8 +16,8 @@ from typing import Any
 from rag.answering.conversation import bounded, clean_rewrite, history_block, needs_rewrite, rewrite_messages
 from rag.answering.gate import GateDecision, retrieval_gate
 from rag.answering import grounding
-from rag.answering.windows import sentence_window
 from rag.answering.injection import drop_instructions
+from rag.answering.windows import sentence_window
 from rag.answering.prompt import (
     MIN_PASSAGE_TOKENS,
     PROMPT_OVERHEAD_TOKENS,
