@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from pydantic.json_schema import models_json_schema
 
 from api import errors, middleware
-from api.engine import Engine
+from api.engine import Engine, gauges
 from api.jobs import JobQueue
 from api.limits import GenerationSlots, RateLimiter
 from api.metrics import Metrics
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Hybrid retrieval (BM25 + FAISS) and grounded question answering.")
     app.state.engine = Engine(settings)
     app.state.metrics = Metrics()
+    app.state.metrics.watch(gauges(app.state.engine))
     app.state.api_keys = settings.api_key_list()
     app.state.jobs = JobQueue(settings.max_queued_writes, settings.jobs_kept)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)

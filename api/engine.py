@@ -128,6 +128,21 @@ class Engine:
         return report
 
 
+def gauges(engine: Engine) -> dict:
+    """What /metrics reports of the engine's state when scraped (memory a long-running service holds)."""
+    def cache_bytes() -> float:
+        return float(getattr(engine.generator, "cache_bytes", lambda: 0)())
+
+    def live(key: str) -> Callable[[], float]:
+        return lambda: float(engine.retriever.index.manifest[key] if key == "version" else
+                             engine.retriever.index.manifest["counts"][key]) if engine.retriever else 0.0
+
+    return {"rag_llm_prompt_cache_bytes": ("Saved LLM prompt states held in memory", cache_bytes),
+            "rag_index_version": ("The index version served", live("version")),
+            "rag_index_documents": ("Documents in the index version served", live("documents")),
+            "rag_index_chunks": ("Chunks in the index version served", live("chunks"))}
+
+
 def ready_info(engine: Engine) -> dict:
     engine.refresh()
     r = engine.retriever

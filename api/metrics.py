@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from rag.answering.grounding import REFUSAL_REASON as GROUNDING_REFUSAL
 from rag.types import Answer
@@ -25,6 +27,11 @@ class Metrics:
                                       registry=self.registry, buckets=(25, 50, 75, 100, 150, 200, 300, 500, 1000, 3000))
         self.decode_rate = Histogram("rag_decode_tokens_per_second", "LLM generation speed after the first token",
                                      registry=self.registry, buckets=(2, 5, 10, 15, 20, 30, 50, 100, 200))
+
+    def watch(self, gauges: dict[str, tuple[str, Callable[[], float]]]) -> None:
+        """Gauges read when /metrics is scraped: ``{name: (help, read)}``."""
+        for name, (text, read) in gauges.items():
+            Gauge(name, text, registry=self.registry).set_function(read)
 
     def observe_stages(self, timings_ms: dict[str, float], stages: tuple[str, ...] | None = None) -> None:
         for stage, ms in timings_ms.items():

@@ -228,11 +228,24 @@ class CliWriter:
                                out.decode(errors="replace")[-300:])
 
 
-async def sampler(server: Server, run: Run, deadline: float, every: float) -> None:
+async def _prompt_cache_mb(client: httpx.AsyncClient) -> float:
+    """The LLM's saved prompt states (bounded by RAG_LLM_PROMPT_CACHE_MB): memory held on purpose."""
+    try:
+        text = (await client.get("/metrics", timeout=30)).text
+    except httpx.HTTPError:
+        return float("nan")
+    line = next((x for x in text.splitlines() if x.startswith("rag_llm_prompt_cache_bytes ")), "x 0")
+    return round(float(line.split()[1]) / 2**20, 1)
+
+
+async def sampler(server: Server, client: httpx.AsyncClient, run: Run, deadline: float, every: float) -> None:
     proc, t0 = psutil.Process(server.proc.pid), time.monotonic()
     while time.monotonic() < deadline:
-        run.samples.append({"t_s": round(time.monotonic() - t0, 1), "rss_mb": round(proc.memory_info().rss / 2**20, 1),
-                            "fds": proc.num_fds(), "threads": proc.num_threads()})
+        rss = round(proc.memory_info().rss / 2**20, 1)
+        cache = await _prompt_cache_mb(client)
+        run.samples.append({"t_s": round(time.monotonic() - t0, 1), "rss_mb": rss, "prompt_cache_mb": cache,
+                            "rss_less_cache_mb": round(rss - cache, 1), "fds": proc.num_fds(),
+                            "threads": proc.num_threads()})
         await asyncio.sleep(every)
 
 
@@ -294,7 +307,7 @@ async def drive(server: Server, args, index: Path, work: Path, env: dict[str, st
         tasks = [searcher(client, run, deadline, random.Random(rnd.random())) for _ in range(args.search_clients)]
         tasks += [asker(client, run, deadline, random.Random(rnd.random())) for _ in range(args.ask_clients)]
         tasks += [api.loop(deadline, args.write_pause), cli.loop(deadline, args.write_pause * 3),
-                  sampler(server, run, deadline + 5, args.sample_every), progress(run, deadline, args.seconds)]
+                  sampler(server, client, run, deadline + 5, args.sample_every), progress(run, deadline, args.seconds)]
         await asyncio.gather(*tasks)
     return [api, cli]
 
@@ -316,6 +329,9 @@ def summarise(run: Run, seconds: float) -> dict:
     return out
 
 
+RESOURCES = ("rss_mb", "prompt_cache_mb", "rss_less_cache_mb", "fds", "threads")
+
+
 def resources(samples: list[dict], window_s: float) -> dict:
     """Median RSS, fds and threads over the first and the last ``window_s`` seconds of the run."""
     if not samples:
@@ -325,7 +341,7 @@ def resources(samples: list[dict], window_s: float) -> dict:
     last = [s for s in samples if s["t_s"] >= end - window_s]
     med = lambda rows, k: statistics.median(r[k] for r in rows)  # noqa: E731
     return {k: {"first": med(first, k), "last": med(last, k), "max": max(s[k] for s in samples)}
-            for k in ("rss_mb", "fds", "threads")} | {"window_s": window_s, "samples": len(samples)}
+            for k in RESOURCES} | {"window_s": window_s, "samples": len(samples)}
 
 
 def plot(samples: list[dict], path: Path, title: str) -> None:
@@ -336,8 +352,12 @@ def plot(samples: list[dict], path: Path, title: str) -> None:
 
     fig, axes = plt.subplots(3, 1, figsize=(8, 6.5), sharex=True)
     t = [s["t_s"] / 60 for s in samples]
-    for ax, key, label in zip(axes, ("rss_mb", "fds", "threads"), ("resident MB", "open fds", "threads")):
-        ax.plot(t, [s[key] for s in samples], lw=1.2)
+    axes[0].plot(t, [s["rss_mb"] for s in samples], lw=1.2, label="resident")
+    axes[0].plot(t, [s["prompt_cache_mb"] for s in samples], lw=1.2, label="of which saved prompt states")
+    axes[0].legend(loc="lower right", fontsize=8)
+    for ax, key, label in zip(axes, ("rss_mb", "fds", "threads"), ("MB", "open fds", "threads")):
+        if key != "rss_mb":
+            ax.plot(t, [s[key] for s in samples], lw=1.2)
         ax.set_ylabel(label)
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
@@ -370,7 +390,7 @@ def report(result: dict, name: str) -> str:
     if r:
         lines += ["", f"Server resources, median of the first and the last {r['window_s']:.0f} s "
                   f"({r['samples']} samples):", "", "| | first | last | max |", "|---|---:|---:|---:|"]
-        lines += [f"| {k} | {r[k]['first']} | {r[k]['last']} | {r[k]['max']} |" for k in ("rss_mb", "fds", "threads")]
+        lines += [f"| {k} | {r[k]['first']} | {r[k]['last']} | {r[k]['max']} |" for k in RESOURCES]
         lines += ["", f"![resources]({name}.png)"]
     lines += ["", f"Command: `{result['command']}`", ""]
     return "\n".join(lines)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,11 @@ class Index:
         self.manifest = manifest
         self._db = db
         self._db_lock = threading.Lock()
+        # A sqlite3 connection sits in a reference cycle with its own statement cache, so without
+        # this it would stay open (file descriptor, page cache) until a full garbage collection: a
+        # server that swaps in many versions would hold every replaced one. The Index itself is
+        # freed as soon as the last query using it ends, and this closes its connection then.
+        self._closer = weakref.finalize(self, db.close)
         self.bm25 = bm25
         self.dense = dense
         self.terms = terms
@@ -114,7 +120,7 @@ class Index:
 
     def close(self) -> None:
         with self._db_lock:
-            self._db.close()
+            self._closer()
 
     # -- properties -------------------------------------------------------------------------
     @property

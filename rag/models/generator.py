@@ -87,6 +87,14 @@ class LlamaCppGenerator:
         self.load()
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
+    def cache_bytes(self) -> int:
+        """Bytes of saved prompt states held in memory (at most ``RAG_LLM_PROMPT_CACHE_MB``)."""
+        cache = getattr(self._llm, "cache", None)
+        try:
+            return int(cache.cache_size) if cache is not None else 0
+        except RuntimeError:  # a state was saved while we summed: the next scrape has the value
+            return 0
+
     def stream(self, messages: Sequence[dict[str, str]], params: GenParams) -> Iterator[str]:
         self.load()
         with self._lock:  # a llama.cpp context serves one sequence at a time

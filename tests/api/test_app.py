@@ -33,6 +33,10 @@ def test_health_ready_and_metrics(client):
     text = client.get("/metrics").text
     assert 'rag_requests_total{endpoint="/search",status="200"}' in text
     assert "rag_stage_seconds_bucket" in text
+    gauges = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line.startswith(("rag_index_", "rag_llm_prompt_cache_bytes"))}
+    assert gauges == {"rag_index_version": ready["index_version"], "rag_index_documents": ready["documents"],
+                      "rag_index_chunks": ready["chunks"], "rag_llm_prompt_cache_bytes": 0.0}
 
 
 def test_search_returns_hits_with_stage_scores(client):

@@ -222,3 +222,40 @@ def test_auto_embedder_follows_the_corpus_languages(corpus_dir, tmp_path, settin
     # an existing index keeps its embedder whatever new documents arrive
     r = ingest([corpus_dir / "ko"], tmp_path / "en", auto, progress=False)
     assert r.added == 2 and Index.open(tmp_path / "en").embedder_name == "minilm"
+
+
+def _open_files_under(path: Path) -> list[str]:
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(path)):
+            out.append(target)
+    return out
+
+
+def test_a_replaced_version_releases_its_files_once_unused(corpus_dir, tmp_path, settings, embedder):
+    """A long-running server swaps in a new version at every write: the replaced ones must not keep
+    their files open (nor their memory) until some later full garbage collection."""
+    import gc
+
+    index_dir = tmp_path / "idx"
+    ingest([corpus_dir], index_dir, settings, embedder=embedder, progress=False)
+    gc.disable()  # prove the files are released without the cycle collector
+    try:
+        for rev in range(4):
+            live = Index.open(index_dir)
+            live.bm25.ceiling(live.tokenizer("fusion"))
+            del live
+            (corpus_dir / "extra.md").write_text(f"# Extra\n\nRevision {rev} of a note on fusion.\n")
+            ingest([corpus_dir], index_dir, settings, embedder=embedder, progress=False)
+        assert _open_files_under(index_dir) == []
+        kept = Index.open(index_dir)
+        assert [Path(f).parent.name for f in _open_files_under(index_dir)] == [kept.path.name]
+        kept.close()
+        kept.close()  # closing twice is harmless
+        assert _open_files_under(index_dir) == []
+    finally:
+        gc.enable()

@@ -109,3 +109,5 @@ def test_a_saved_prompt_state_is_restored_for_a_prompt_with_the_same_prefix(cach
         del llm.load_state
     assert loads and loads[-1] > 60  # the first prompt's state (its system prompt and more) came back
     assert restored == "".join(smollm2.stream(again, params))  # and the answer is what a cold model says
+    held = cached_llm.cache_bytes()  # what /metrics reports as rag_llm_prompt_cache_bytes
+    assert 0 < held <= 256 << 20 and held == sum(s.llama_state_size for s in llm.cache.cache_state.values())
