@@ -11,10 +11,11 @@ from pathlib import Path
 from ingest.pipeline import IngestReport, ingest
 from rag.answering.pipeline import AnswerPipeline
 from rag.config import Settings
-from rag.errors import GeneratorUnavailableError, IndexNotFoundError, RagError
-from rag.index.layout import current_version_dir
+from rag.collections import DEFAULT
+from rag.errors import EmptyCollectionError, GeneratorUnavailableError, IndexNotFoundError, NotFoundError, RagError
 from rag.models.generator import make_generator
-from rag.retrieval.factory import build_retriever, load_reranker
+from rag.retrieval.factory import build_retriever, committed_version_path, load_reranker
+from rag.protocols import Embedder
 from rag.retrieval.retriever import HybridRetriever
 from rag.text import warm_up as warm_up_tokenizer
 from rag.types import Document
@@ -22,44 +23,26 @@ from rag.types import Document
 log = logging.getLogger("rag.api")
 
 
-class Engine:
-    """Holds the live :class:`HybridRetriever`. Queries grab the current one (a plain attribute
-    read) and keep using it even if a write swaps in a new index meanwhile; nothing in flight is
-    dropped. Writes (ingest/delete) are serialised in-process and by the index lock across
-    processes."""
+class Models:
+    """What every collection shares, loaded once at start-up: the tokenizers, the cross-encoder, the
+    LLM, and each embedder an index needs (by name)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.index_dir = Path(settings.index_dir)
-        self.retriever: HybridRetriever | None = None
         self.reranker, self.reranker_status = None, "not loaded"
-        self.error: str | None = None
+        self.generator, self.generator_status = None, "not loaded"
+        self.embedders: dict[str, Embedder] = {}
         self.loaded = False
-        self.write_lock = threading.Lock()
-        self.generator = None
-        self.generator_status = "not loaded"
-        self._swap_lock = threading.Lock()
-        self._next_refresh = 0.0
+        self._lock = threading.Lock()
 
     def load(self) -> None:
-        """Load everything a first request would (tokenizers, models, the index), so that no request
-        pays for it; a missing index leaves the service up but not ready."""
-        warm_up_tokenizer(self.settings.tokenizer_korean)
-        self.reranker, self.reranker_status = load_reranker(self.settings)
-        self.load_generator()
-        try:
-            self.reload()
-        except RagError as exc:  # no index, or an unreadable one: up, not ready, the reason in /readyz
-            self.error = str(exc)
-            log.warning("not ready: %s", exc)
-        self.loaded = True
-
-    def reload(self) -> None:
-        """Open the committed index version (reusing the loaded models) and make it the live one."""
-        embedder = self.retriever.embedder if self.retriever is not None else None
-        self.retriever = build_retriever(self.settings, self.index_dir, embedder=embedder,
-                                         reranker=(self.reranker, self.reranker_status))
-        self.error = None
+        with self._lock:
+            if self.loaded:
+                return
+            warm_up_tokenizer(self.settings.tokenizer_korean)
+            self.reranker, self.reranker_status = load_reranker(self.settings)
+            self.load_generator()
+            self.loaded = True
 
     def load_generator(self) -> None:
         """The LLM loads once; when it cannot, /ask answers 503 with the reason (search still works)."""
@@ -71,6 +54,58 @@ class Engine:
             log.warning("generator %s", self.generator_status)
             return
         self.generator, self.generator_status = generator, f"{self.settings.generator}: {generator.name}"
+
+
+def _shared(name: str) -> property:
+    """An attribute of the shared :class:`Models`, read and set through an engine."""
+    return property(lambda self: getattr(self.models, name), lambda self, value: setattr(self.models, name, value))
+
+
+class Engine:
+    """Holds the live :class:`HybridRetriever` of one collection. Queries grab the current one (a
+    plain attribute read) and keep using it even if a write swaps in a new index meanwhile; nothing
+    in flight is dropped. Writes (ingest/delete) are serialised in-process and by the index lock
+    across processes. Models come from a :class:`Models` that other collections' engines share."""
+
+    reranker = _shared("reranker")
+    reranker_status = _shared("reranker_status")
+    generator = _shared("generator")
+    generator_status = _shared("generator_status")
+
+    def __init__(self, settings: Settings, models: Models | None = None, name: str = "default") -> None:
+        self.settings = settings
+        self.name = name
+        self.models = models or Models(settings)
+        self.index_dir = Path(settings.index_dir)
+        self.retriever: HybridRetriever | None = None
+        self.error: str | None = None
+        self.loaded = False
+        self.deleted = False  # its collection was deleted: writes still queued for it fail
+        self.write_lock = threading.Lock()
+        self._swap_lock = threading.Lock()
+        self._next_refresh = 0.0
+
+    def load(self) -> None:
+        """Load everything a first request would (tokenizers, models, the index), so that no request
+        pays for it; a missing index leaves the service up but not ready."""
+        self.models.load()
+        try:
+            self.reload()
+        except RagError as exc:  # no index, or an unreadable one: up, not ready, the reason in /readyz
+            self.error = str(exc)
+            log.warning("collection %s not ready: %s", self.name, exc)
+        self.loaded = True
+
+    def reload(self) -> None:
+        """Open the committed index version (reusing the loaded models) and make it the live one."""
+        embedder = self.retriever.embedder if self.retriever is not None else None
+        self.retriever = build_retriever(self.settings, self.index_dir, embedder=embedder,
+                                         reranker=(self.reranker, self.reranker_status),
+                                         embedders=self.models.embedders)
+        self.error = None
+
+    def load_generator(self) -> None:
+        self.models.load_generator()
 
     def pipeline(self) -> AnswerPipeline:
         if self.generator is None:
@@ -93,7 +128,7 @@ class Engine:
         if not self.loaded or interval <= 0 or now < self._next_refresh:
             return
         self._next_refresh = now + interval
-        committed = current_version_dir(self.index_dir)
+        committed = committed_version_path(self.index_dir, self.settings)
         live = self.retriever.index.path if self.retriever is not None else None
         if committed is None or committed == live or not self._swap_lock.acquire(blocking=False):
             return
@@ -109,6 +144,9 @@ class Engine:
         self.refresh()
         retriever = self.retriever
         if retriever is None:
+            if self.name != DEFAULT and self.loaded and committed_version_path(self.index_dir, self.settings) is None:
+                raise EmptyCollectionError(f"collection {self.name} holds no documents yet: add some with "
+                                           f"POST /collections/{self.name}/documents")
             raise IndexNotFoundError(self.error or f"no index loaded from {self.index_dir}")
         return retriever
 
@@ -120,9 +158,12 @@ class Engine:
         While another process writes the index, the index lock waits up to ``lock_wait_s`` seconds
         (reported to ``on_progress`` as the stage ``waiting for the index lock``)."""
         with self.write_lock:
+            if self.deleted:
+                raise NotFoundError(f"unknown collection: {self.name}")
             embedder = self.retriever.embedder if self.retriever is not None else None
             report = ingest([], self.index_dir, self.settings, documents=list(documents), delete=list(delete),
-                            embedder=embedder, progress=False, on_progress=on_progress, lock_wait_s=lock_wait_s)
+                            embedder=embedder, progress=False, on_progress=on_progress, lock_wait_s=lock_wait_s,
+                            loaded=self.models.embedders)
             if report.committed:
                 self.reload()  # atomic swap: in-flight queries finish on the version they started with
         return report

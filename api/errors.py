@@ -16,6 +16,7 @@ from rag.errors import (
     Cancelled,
     ConfigError,
     EmbedderMismatchError,
+    EmptyCollectionError,
     GeneratorError,
     GeneratorTimeout,
     GeneratorUnavailableError,
@@ -41,15 +42,21 @@ class Unauthorized(RagError):
         return "missing or invalid API key (Authorization: Bearer KEY)"
 
 
+class Forbidden(RagError):
+    """A valid key that may not do this (only for what every key knows exists: admin operations)."""
+
+
 # Most specific first: the first class an error is an instance of decides its status.
 STATUS: tuple[tuple[type[RagError], int], ...] = (
     (Unauthorized, 401),
+    (Forbidden, 403),
     (RateLimitedError, 429),
     (OverloadedError, 503),
     (Cancelled, 409),
     (NotFoundError, 404),
     (InvalidRequestError, 422),
     (IndexLockedError, 409),
+    (EmptyCollectionError, 409),
     (EmbedderMismatchError, 409),
     (IncompatibleIndexError, 409),
     (IndexNotFoundError, 503),

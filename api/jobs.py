@@ -39,6 +39,7 @@ class Job:
     description: str
     work: Callable[[Job], dict]
     cleanup: Callable[[], None] = lambda: None
+    collection: str = "default"
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     status: str = QUEUED
     stage: str = "queued"
@@ -60,7 +61,7 @@ class Job:
 
     def to_dict(self) -> dict:
         error = None if self.error is None else {"error": self.error.__class__.__name__, "detail": str(self.error)}
-        return {"id": self.id, "kind": self.kind, "description": self.description, "status": self.status,
+        return {"id": self.id, "collection": self.collection, "kind": self.kind, "description": self.description, "status": self.status,
                 "stage": self.stage, "done": self.done, "total": self.total, "created_at": _iso(self.created),
                 "started_at": _iso(self.started), "finished_at": _iso(self.finished),
                 "cancel_requested": self.cancel.is_set(), "result": self.result, "error": error}
@@ -95,8 +96,8 @@ class JobQueue:
             self._thread.join(timeout)
 
     def submit(self, kind: str, description: str, work: Callable[[Job], dict],
-               cleanup: Callable[[], None] = lambda: None) -> Job:
-        job = Job(kind, description, work, cleanup)
+               cleanup: Callable[[], None] = lambda: None, collection: str = "default") -> Job:
+        job = Job(kind, description, work, cleanup, collection)
         with self._cv:
             if self._stopping:
                 raise OverloadedError("the server is shutting down", retry_after=30)

@@ -41,8 +41,9 @@ class SearchRequest(BaseModel):
         "examples": [{"query": "What does k1 control in BM25?", "top_k": 5, "mode": "hybrid"},
                      {"query": "한국어 형태소 분석", "filters": {"source": "*retrieval*"}}]})
     query: str = Field(..., min_length=1, max_length=MAX_QUERY_CHARS)
-    top_k: int = Field(10, ge=1, le=50)
-    mode: Literal["bm25", "dense", "hybrid"] = "hybrid"
+    top_k: int | None = Field(None, ge=1, le=50, description="Hits returned (default: the collection's RAG_TOP_K).")
+    mode: Literal["bm25", "dense", "hybrid"] | None = Field(
+        None, description="Retrieval mode (default: the collection's RAG_RETRIEVAL_MODE).")
     rerank: bool | None = Field(None, description="Default: on when a reranker is configured.")
     filters: FiltersIn | None = None
 
@@ -165,6 +166,7 @@ class JobOut(BaseModel):
     failed (``error``) or cancelled. ``stage``/``done``/``total`` show its progress."""
 
     id: str
+    collection: str = "default"
     kind: str = Field(description="add (JSON documents), upload (files) or delete")
     description: str
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -183,7 +185,66 @@ class JobList(BaseModel):
     jobs: list[JobOut]
 
 
-ERRORS = {400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}, 429: {"model": ErrorOut},
+COLLECTION_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class CollectionIn(BaseModel):
+    """A new collection: its name and the settings it sets for itself (embedder, chunking, retrieval,
+    gate and answer settings; the rest are the service's)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=COLLECTION_NAME, description="1-63 characters of a-z, 0-9, '-' and '_'")
+    settings: dict[str, str | int | float | bool | None | dict[str, float]] = Field(
+        default_factory=dict, description="e.g. {\"embedder\": \"e5-small\", \"top_k\": 5}; 'auto' embedder "
+        "choice follows the collection's own documents")
+
+
+class CollectionOut(BaseModel):
+    name: str
+    created_at: str | None = None
+    settings: dict = Field(default_factory=dict)
+    documents: int = 0
+    chunks: int = 0
+    index_version: int | None = None
+    embedder: str | None = None
+    languages: dict | list | None = None
+    ready: bool
+    detail: str | None = None
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionOut]
+
+
+class KeyIn(BaseModel):
+    """A new API key: read (search, ask, list documents) and write (also add and delete documents)
+    grants on named collections, or admin (everything)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field("", max_length=100, description="A label for people (who or what uses the key)")
+    read: list[str] = Field(default_factory=list, max_length=1000)
+    write: list[str] = Field(default_factory=list, max_length=1000)
+    admin: bool = False
+
+
+class KeyOut(BaseModel):
+    id: str
+    name: str
+    admin: bool
+    read: list[str]
+    write: list[str]
+    created_at: str
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The key itself: shown this once, stored only as its SHA-256")
+
+
+class KeyList(BaseModel):
+    keys: list[KeyOut]
+
+
+ERRORS = {400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}, 429: {"model": ErrorOut},
           503: {"model": ErrorOut}}
 
 

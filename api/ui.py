@@ -1,23 +1,24 @@
 """The web UI at ``/ui`` (Gradio, mounted on the FastAPI app): a streamed, cited chat and the
-documents of the index, on the same engine as the HTTP API.
+documents of a collection, on the same engines as the HTTP API.
 
 Answers and passages are shown as plain text (no Markdown, no HTML: the chat's messages are
 HTML-escaped, answer sentences in the status line sit in code spans), so that a document can put no
-link, image or script in front of a reader. With ``RAG_API_KEYS`` set, the UI asks for a key
-(any user name, the key as password).
+link, image or script in front of a reader. With API keys configured, the UI asks for a key (its id
+as the user name, the key as password) and offers only the collections that key may read.
 """
 
 from __future__ import annotations
 
-import hmac
 import html
-from collections.abc import Iterator
-from functools import partial
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gradio as gr
 
 from api.engine import Engine
+from api.registry import Registry, missing
+from rag.collections import DEFAULT
+from rag.keys import OPEN, Principal
 from api.uploads import load_uploads
 from rag.errors import RagError
 from rag.types import Answer, Turn
@@ -136,11 +137,73 @@ def _delete(engine: Engine, doc_id: str) -> tuple[str, list[list]]:
     return f"Removed `{doc_id.replace('`', '')}`; index version {report.version}.", _documents(engine)
 
 
-def build_ui(engine: Engine) -> gr.Blocks:
-    """The page: a Chat tab and a Documents tab, wired to ``engine``."""
+ADMIN_USER = "admin"
+
+
+def principal_of(registry: Registry, username: str | None) -> Principal:
+    """Who is logged in. The login pairs a key with its id (or, for a key of RAG_API_KEYS, the user
+    name ``admin``), so the user name alone names the key in later requests; a revoked key loses
+    its access at once."""
+    if not registry.keys.enabled:
+        return OPEN
+    if username == ADMIN_USER:
+        return Principal("settings", admin=True)
+    record = next((r for r in registry.keys.records() if r.id == username), None)
+    return record.principal() if record is not None else Principal("revoked")
+
+
+def login_check(registry: Registry) -> Callable[[str, str], bool]:
+    def check(user: str, password: str) -> bool:
+        found = registry.keys.authenticate((password or "").strip())
+        return found is not None and (found.key_id == user or (found.key_id == "settings" and user == ADMIN_USER))
+    return check
+
+
+def build_ui(registry: Registry) -> gr.Blocks:
+    """The page: a collection to work in, a Chat tab and a Documents tab, each request checked
+    against the logged-in key's grants (a collection it may not read is not offered)."""
+    def engine_for(collection: str, request: gr.Request | None, level: str = "read") -> Engine:
+        principal = principal_of(registry, getattr(request, "username", None))
+        if not principal.can(level, collection or DEFAULT):
+            raise missing(collection or DEFAULT)
+        return registry.engine(collection or DEFAULT)
+
+    def choose(request: gr.Request):
+        names = registry.visible(principal_of(registry, getattr(request, "username", None)))
+        return gr.update(choices=names, value=DEFAULT if DEFAULT in names else (names or [None])[0])
+
+    def documents(collection: str, request: gr.Request) -> list[list]:
+        try:
+            return _documents(engine_for(collection, request))
+        except RagError:
+            return []
+
+    def respond(collection: str, question: str, chat: list[dict], turns: list[list[str]], request: gr.Request):
+        try:
+            engine = engine_for(collection, request)
+        except RagError as exc:
+            yield chat, question, f"**Error** — {exc}", gr.update(), gr.update(), turns, gr.update()
+            return
+        yield from _respond(engine, question, chat, turns)
+
+    def upload(collection: str, files: list[str] | None, request: gr.Request):
+        try:
+            return _upload(engine_for(collection, request, "write"), files)
+        except RagError as exc:
+            return f"**Error** — {exc}", documents(collection, request)
+
+    def delete(collection: str, doc_id: str, request: gr.Request):
+        try:
+            return _delete(engine_for(collection, request, "write"), doc_id)
+        except RagError as exc:
+            return f"**Error** — {exc}", documents(collection, request)
+
     with gr.Blocks(title="rag-service") as ui:
-        gr.Markdown("## Ask your documents\nAnswers cite the passages they use, or say that the documents do not "
-                    "hold the answer. English and 한국어.")
+        with gr.Row():
+            gr.Markdown("## Ask your documents\nAnswers cite the passages they use, or say that the documents do not "
+                        "hold the answer. English and 한국어.")
+            collection = gr.Dropdown(label="Collection", choices=[DEFAULT], value=DEFAULT, elem_id="collection",
+                                     scale=0, min_width=220)
         turns = gr.State([])
         passages = gr.State({})  # source label -> its passage, for the last answer
         with gr.Tab("Chat"):
@@ -158,27 +221,27 @@ def build_ui(engine: Engine) -> gr.Blocks:
             files = gr.File(label="Upload .md .txt .html .pdf .jsonl", file_count="multiple", elem_id="upload")
             add = gr.Button("Add to the index", variant="primary", elem_id="add")
             doc_status = gr.Markdown(elem_id="doc-status")
-            table = gr.Dataframe(headers=["id", "title", "language", "chunks"], value=lambda: _documents(engine),
-                                 interactive=False, elem_id="documents")
+            table = gr.Dataframe(headers=["id", "title", "language", "chunks"], interactive=False, elem_id="documents")
             with gr.Row():
                 doc_id = gr.Textbox(label="Document id", elem_id="delete-id", scale=4)
                 remove = gr.Button("Delete", variant="stop", elem_id="delete", scale=1)
 
         outputs = [chatbot, question, status, sources, passage, turns, passages]
-        ask.click(partial(_respond, engine), [question, chatbot, turns], outputs)
-        question.submit(partial(_respond, engine), [question, chatbot, turns], outputs)
+        cleared = lambda: ([], "", "", gr.update(choices=[], value=None), "", [], {})  # noqa: E731
+        ui.load(choose, None, collection).then(documents, collection, table)
+        collection.change(cleared, None, outputs).then(documents, collection, table)
+        ask.click(respond, [collection, question, chatbot, turns], outputs)
+        question.submit(respond, [collection, question, chatbot, turns], outputs)
         sources.change(_show, [sources, passages], passage)
-        new.click(lambda: ([], "", "", gr.update(choices=[], value=None), "", [], {}), None, outputs)
-        add.click(partial(_upload, engine), files, [doc_status, table])
-        remove.click(partial(_delete, engine), doc_id, [doc_status, table])
+        new.click(cleared, None, outputs)
+        add.click(upload, [collection, files], [doc_status, table])
+        remove.click(delete, [collection, doc_id], [doc_status, table])
     return ui
 
 
-def mount(app, engine: Engine, api_keys: list[str]):
-    """Mount the UI at ``/ui``; with API keys set, a login form takes a key as the password."""
-    def check(_user: str, password: str) -> bool:
-        return any(hmac.compare_digest(password.encode(), k.encode()) for k in api_keys)
-
-    return gr.mount_gradio_app(app, build_ui(engine), path="/ui", auth=check if api_keys else None,
-                               auth_message="Enter any user name and an API key as the password.",
-                               ssr_mode=False, css=CSS, footer_links=[])
+def mount(app, registry: Registry):
+    """Mount the UI at ``/ui``; with API keys configured, a login form takes a key's id and the key."""
+    return gr.mount_gradio_app(app, build_ui(registry), path="/ui",
+                               auth=login_check(registry) if registry.keys.enabled else None,
+                               auth_message="User name: the key's id (k_…; 'admin' for a key of RAG_API_KEYS). "
+                               "Password: the key.", ssr_mode=False, css=CSS, footer_links=[])

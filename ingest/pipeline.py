@@ -32,7 +32,7 @@ from rag.index import (
     write_version,
 )
 from rag.models.embedder import embedder_languages, make_embedder
-from rag.protocols import Embedder
+from rag.protocols import Embedder, IndexBackend
 from rag.text import Tokenizer, detect_lang
 from rag.types import Chunk, Document
 
@@ -159,8 +159,11 @@ def ingest(paths: Sequence[Path | str], index_dir: Path | str, settings: Setting
            documents: Sequence[Document] | None = None,
            crash_hook: Callable[[str], None] | None = None,
            on_progress: Callable[[str, int, int], None] | None = None,
-           lock_wait_s: float = 0.0) -> IngestReport:
+           lock_wait_s: float = 0.0, loaded: dict[str, Embedder] | None = None) -> IngestReport:
     """Bring the index at ``index_dir`` in line with ``paths`` (and/or ``documents``) and commit.
+
+    ``loaded`` holds embedders already in memory, by name: the one this index needs is reused from
+    it rather than loaded again (and a newly loaded one is added to it).
 
     ``on_progress(stage, done, total)`` hears of each stage (load, chunk, embed, commit) and each
     embedded batch; an exception it raises (a cancelled job) stops the run before anything is
@@ -177,10 +180,10 @@ def ingest(paths: Sequence[Path | str], index_dir: Path | str, settings: Setting
     tokenizer = Tokenizer(settings.tokenizer_stem, settings.tokenizer_stopwords, settings.tokenizer_korean)
     notify = on_progress or (lambda stage, done, total: None)
     with IndexLock(index_dir, lock_wait_s, lambda holder: notify("waiting for the index lock", 0, 0)):
-        base = Index.open(index_dir) if not rebuild and current_version_dir(index_dir) is not None else None
+        base = None if rebuild else _open_base(index_dir, settings)
         sources = _load_sources(paths, documents, settings)
         notify("chunk", 0, len(sources))
-        embedder = _ready_embedder(embedder, settings, base, sources)
+        embedder = _ready_embedder(embedder, settings, base, sources, loaded)
         wanted = index_settings(settings, embedder, tokenizer)
         if base is not None:
             _check_compatible(base, wanted)
@@ -195,12 +198,22 @@ def ingest(paths: Sequence[Path | str], index_dir: Path | str, settings: Setting
             # Nothing changed: no new version (a new or rebuilt index is committed even if empty).
             _report_totals(report, base)
             base.close()
-            collect_garbage(index_dir, settings.keep_versions)
+            if settings.backend == "files":
+                collect_garbage(index_dir, settings.keep_versions)
         else:
             _embed_and_commit(index_dir, base, plan, embedder, tokenizer, wanted, settings, report, progress,
                               crash_hook, notify)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _open_base(index_dir: Path, settings: Settings) -> IndexBackend | None:
+    """The committed version to update, on the backend the settings name (None: no index yet)."""
+    if settings.backend == "milvus":
+        from rag.index.milvus_writer import open_for_write
+
+        return open_for_write(index_dir, settings)
+    return Index.open(index_dir) if current_version_dir(index_dir) is not None else None
 
 
 def _load_sources(paths: Sequence[Path | str], documents: Sequence[Document] | None,
@@ -210,14 +223,16 @@ def _load_sources(paths: Sequence[Path | str], documents: Sequence[Document] | N
 
 
 def _ready_embedder(embedder: Embedder | None, settings: Settings, base: Index | None,
-                    sources: Sequence[Document | Skipped]) -> Embedder:
+                    sources: Sequence[Document | Skipped], loaded: dict[str, Embedder] | None = None) -> Embedder:
     """The embedder to use, loaded: the given one, else the setting's (``auto``: the index's own,
     or the choice for these documents). A mismatch with the index fails before loading the model."""
     if embedder is None:
         name = settings.embedder
         if name == AUTO:
             name = base.embedder_name if base else choose_embedder([d for d in sources if isinstance(d, Document)])
-        embedder = make_embedder(name, settings.embed_threads, settings.e5_engine)
+        embedder = (loaded or {}).get(name) or make_embedder(name, settings.embed_threads, settings.e5_engine)
+        if loaded is not None:
+            loaded.setdefault(name, embedder)
     if base is not None and base.embedder_name != embedder.name:
         _check_compatible(base, {"embedder": {"name": embedder.name}}, keys=("embedder",))
     embedder.load()
@@ -276,11 +291,18 @@ def _embed_and_commit(index_dir: Path, base: Index | None, plan: _Plan, embedder
     tokens = tokenizer.tokenize_many([c.embed_text() for c in plan.new_chunks])
     report.chunks_removed = len(base.chunk_ids_of_docs(plan.remove_ids)) if base else 0
     notify("commit", 0, 1)  # the last point at which a run can be stopped
-    final = write_version(index_dir, base, wanted, plan.remove_ids, plan.new_docs, plan.new_chunks, vectors,
-                          tokens, dense_settings(settings), settings.keep_versions, crash_hook)
+    if settings.backend == "milvus":
+        from rag.index.milvus_writer import write_milvus_version
+
+        committed = write_milvus_version(index_dir, settings, base, wanted, plan.remove_ids, plan.new_docs,
+                                         plan.new_chunks, vectors, tokens, dense_settings(settings),
+                                         settings.keep_versions, crash_hook)
+    else:
+        final = write_version(index_dir, base, wanted, plan.remove_ids, plan.new_docs, plan.new_chunks, vectors,
+                              tokens, dense_settings(settings), settings.keep_versions, crash_hook)
+        committed = Index.open(index_dir, final)
     report.committed = True
     report.chunks_added = len(plan.new_chunks)
-    committed = Index.open(index_dir, final)
     _report_totals(report, committed)
     committed.close()
     if base is not None:

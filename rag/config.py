@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     # --- index location and embedder -------------------------------------------------------
     index_dir: Path = Field(Path("indexes/default"), description="Index directory used when a command or the "
                             "server is given none.")
+    collections_dir: Path | None = Field(
+        None, description="Directory holding the named collections, one subdirectory each (default: the directory "
+        "that holds RAG_INDEX_DIR). The collection 'default' is RAG_INDEX_DIR itself.")
+    keys_file: Path | None = Field(
+        None, description="File of the scoped API keys (`rag keys create`; SHA-256 hashes, never the keys; "
+        "default: keys.json in the collections directory). Keys in RAG_API_KEYS are admin keys.")
     embedder: str = Field(
         "auto", description="Embedder of a new index: 'auto' (e5-small when over 10 % of the documents are not "
         "English, else minilm; an existing index keeps its own), a preset ('minilm', 'e5-small'), a local "
@@ -231,6 +237,17 @@ class Settings(BaseSettings):
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this many MB are skipped with a reason.")
     keep_versions: int = Field(2, ge=1, description="Index versions kept on disk after a commit (readers may still "
                                "use the previous one).")
+
+    # --- index backend ----------------------------------------------------------------------
+    backend: Literal["files", "milvus"] = Field(
+        "files", description="Where an index lives: 'files' (versioned SQLite + BM25 + FAISS files in the index "
+        "directory) or 'milvus' (one Milvus collection per index directory, at RAG_MILVUS_URI; docs/milvus.md).")
+    milvus_uri: str = Field(
+        "milvus.db", description="backend 'milvus': a local file (Milvus Lite, embedded in the process; a relative "
+        "path is inside the index directory) or a server address such as http://host:19530 (Milvus standalone or "
+        "cluster).")
+    milvus_token: str = Field("", description="backend 'milvus' with a server: the token it expects ('user:password' "
+                              "or an API key; empty: none).")
 
     @model_validator(mode="after")
     def _context_fits(self) -> Settings:

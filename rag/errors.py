@@ -20,6 +20,10 @@ class IndexNotFoundError(RagError):
     """No index (or no committed version of it) exists at the given directory."""
 
 
+class EmptyCollectionError(RagError):
+    """A named collection that holds no documents yet: nothing to search or answer from."""
+
+
 class IndexCorruptError(RagError):
     """An index version on disk is unreadable or inconsistent with its manifest."""
 

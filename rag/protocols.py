@@ -7,7 +7,8 @@ that the API can load them once in its lifespan and tests can share one per sess
 * :class:`Reranker` — (query, passage) scores (``rag.models.reranker``)
 * :class:`Generator` — chat messages to streamed text (``rag.models.generator``)
 * :class:`Retriever` — a query to ranked hits (``rag.retrieval.retriever``)
-* :class:`IndexBackend` — what a retriever reads from an index (``rag.index.store``)
+* :class:`IndexBackend` — what a retriever reads from an index (``rag.index.store``: files;
+  ``rag.index.milvus``: Milvus)
 """
 
 from __future__ import annotations
@@ -78,7 +79,9 @@ class IndexBackend(Protocol):
     """What retrieval reads from an index version: lexical and dense search plus the chunk store."""
 
     manifest: dict[str, Any]
-    bm25: Any  # .search(tokens, k, allowed) -> (ids, scores); .ceiling(tokens) -> float
+    # .search(tokens, k, allowed) -> (ids, scores); .rows_allowed(chunk_ids) -> that `allowed`;
+    # .ceiling(tokens) -> float; .weight(term) -> IDF
+    bm25: Any
     dense: Any  # .search(vector, k, allowed) -> (ids, scores)
     tokenizer: Any  # callable: text -> list of BM25 terms
 

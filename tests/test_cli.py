@@ -163,3 +163,33 @@ def test_ask_with_history_and_chat_in_the_terminal(fixture_index, tmp_path):
                           capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, **env})
     assert chat.returncode == 0, chat.stderr
     assert chat.stdout.count("you> ") == 3 and "refused" in chat.stdout and "bm25.md" in chat.stdout
+
+
+def test_collections_and_scoped_keys_from_the_command_line(corpus_dir, tmp_path):
+    env = {"RAG_INDEX_DIR": str(tmp_path / "default"), "RAG_EMBEDDER": "minilm", "RAG_RERANKER": "none"}
+    r = rag("collections", "create", "team-a", "--set", "top_k=2", env=env)
+    assert r.returncode == 0 and "created collection team-a" in r.stdout, r.stderr
+    assert rag("collections", "create", "team-a", env=env).returncode == 2  # exists already
+    assert rag("collections", "create", "Bad Name", env=env).returncode == 2
+    r = rag("ingest", corpus_dir, "--collection", "team-a", "-q", "--json", env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["committed"], r.stderr
+    assert (tmp_path / "team-a" / "CURRENT").is_file()
+    r = rag("search", "reciprocal rank fusion", "--collection", "team-a", "--json", env=env)
+    assert r.returncode == 0 and len(json.loads(r.stdout)["hits"]) == 2, r.stderr  # the collection's own top_k
+    assert rag("search", "fusion", "--collection", "nope", env=env).returncode == 2
+    listed = json.loads(rag("collections", "list", "--json", env=env).stdout)
+    assert [(c["name"], c["documents"]) for c in listed] == [("default", 0), ("team-a", 8)]
+
+    made = rag("keys", "create", "--name", "reader", "--read", "team-a", "--json", env=env)
+    assert made.returncode == 0, made.stderr
+    key = json.loads(made.stdout)
+    assert key["key"].startswith("rag_") and key["read"] == ["team-a"]
+    stored = (tmp_path / "keys.json").read_text()
+    assert key["key"] not in stored and oct((tmp_path / "keys.json").stat().st_mode)[-3:] == "600"
+    keys = json.loads(rag("keys", "list", "--json", env=env).stdout)
+    assert [k["id"] for k in keys] == [key["id"]] and "key" not in keys[0]
+    assert rag("keys", "create", "--read", "nope", env=env).returncode == 2
+    assert rag("keys", "revoke", key["id"], env=env).returncode == 0
+    assert json.loads(rag("keys", "list", "--json", env=env).stdout) == []
+    assert rag("collections", "delete", "team-a", "--yes", env=env).returncode == 0
+    assert not (tmp_path / "team-a").exists()

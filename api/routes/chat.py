@@ -68,9 +68,10 @@ def _parse(req: ChatCompletionRequest):
         raise RequestValidationError([{"loc": ("body", "messages"), "msg": str(exc), "type": "value_error"}]) from None
 
 
-@router.get("/models", response_model=ModelList)
-def models() -> ModelList:
-    """The one model this service answers as (`rag`: retrieval + the configured LLM)."""
+@router.get("/models", response_model=ModelList, responses=ERRORS)
+def models(_: EngineDep) -> ModelList:
+    """The one model this service answers as (`rag`: retrieval over the addressed collection + the
+    configured LLM)."""
     return ModelList(data=[ModelCard(id=MODEL_ID, created=0)])
 
 

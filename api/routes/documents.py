@@ -14,14 +14,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import PROTECTED, EngineDep, JobsDep, SettingsDep
+from api.deps import PROTECTED, EngineDep, JobsDep, SettingsDep, WriteEngineDep
 from api.engine import Engine
 from api.errors import error_response
 from api.jobs import CANCELLED, FAILED, Job, JobQueue
 from api.schemas import ERRORS, DocumentList, DocumentOut, DocumentsIn, ErrorOut, IngestOut, JobOut
 from api.uploads import load_upload_dir, save_uploads
 from rag.config import Settings
-from rag.errors import Cancelled, InvalidRequestError
+from rag.errors import Cancelled, EmptyCollectionError, IndexNotFoundError, InvalidRequestError
 from rag.types import Document
 
 router = APIRouter(tags=["documents"], dependencies=PROTECTED)
@@ -84,7 +84,7 @@ async def _upload_job(request: Request, engine: Engine, settings: Settings, jobs
         return ingest_out(report, skipped)
 
     try:
-        return jobs.submit("upload", f"{len(files)} file(s)", work,
+        return jobs.submit("upload", f"{len(files)} file(s)", work, collection=engine.name,
                            cleanup=lambda: shutil.rmtree(directory, ignore_errors=True))
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
@@ -92,13 +92,14 @@ async def _upload_job(request: Request, engine: Engine, settings: Settings, jobs
 
 
 @router.post("/documents", response_model=IngestOut, responses=_WRITE_RESPONSES, openapi_extra=_BODY)
-async def add_documents(request: Request, engine: EngineDep, settings: SettingsDep, jobs: JobsDep,
+async def add_documents(request: Request, engine: WriteEngineDep, settings: SettingsDep, jobs: JobsDep,
                         wait: float | None = WaitQuery):
     """Add or update documents: JSON `{documents: [{id, text, title?, metadata?}]}` or multipart
     file uploads (`files`: .md .txt .html .pdf .jsonl). Same incremental ingest as the CLI; the
     live index is swapped atomically afterwards. A write that outlasts `wait` answers 202 with its
     job (`Location: /jobs/{id}`)."""
-    engine.current()  # 503 before anything is queued when no index is loaded
+    if not engine.loaded:  # 503 before anything is queued while the models load; an empty collection takes documents
+        raise IndexNotFoundError("loading models and index")
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         return await _respond(jobs, await _upload_job(request, engine, settings, jobs), wait, settings)
     try:
@@ -107,17 +108,23 @@ async def add_documents(request: Request, engine: EngineDep, settings: SettingsD
         raise RequestValidationError(getattr(exc, "errors", lambda: [])()) from exc
     docs = [Document(doc_id=d.id, text=d.text, title=d.title, source=f"api:{d.id}", format="api",
                      metadata=dict(d.metadata)) for d in payload.documents]
-    job = jobs.submit("add", f"{len(docs)} document(s)", lambda j: _write(engine, settings, j, documents=docs))
+    job = jobs.submit("add", f"{len(docs)} document(s)", lambda j: _write(engine, settings, j, documents=docs),
+                      collection=engine.name)
     return await _respond(jobs, job, wait, settings)
 
 
 @router.delete("/documents/{doc_id:path}", response_model=IngestOut, responses=_WRITE_RESPONSES)
-async def delete_document(doc_id: str, engine: EngineDep, settings: SettingsDep, jobs: JobsDep,
+async def delete_document(doc_id: str, engine: WriteEngineDep, settings: SettingsDep, jobs: JobsDep,
                           wait: float | None = WaitQuery):
     """Remove a document and its chunks (404 when the id is unknown)."""
-    if doc_id not in engine.current().index.doc_hashes():
+    try:
+        known = engine.current().index.doc_hashes()
+    except EmptyCollectionError:
+        known = {}
+    if doc_id not in known:
         return error_response(404, "unknown document", doc_id)
-    job = jobs.submit("delete", doc_id, lambda j: _write(engine, settings, j, delete=[doc_id]))
+    job = jobs.submit("delete", doc_id, lambda j: _write(engine, settings, j, delete=[doc_id]),
+                      collection=engine.name)
     return await _respond(jobs, job, wait, settings)
 
 
@@ -126,6 +133,9 @@ def list_documents(engine: EngineDep, limit: int = 100, offset: int = 0) -> Docu
     """Documents in the live index, by id."""
     if not 1 <= limit <= 1000 or offset < 0:
         raise InvalidRequestError("limit must be 1..1000 and offset >= 0")
-    index = engine.current().index
+    try:
+        index = engine.current().index
+    except EmptyCollectionError:
+        return DocumentList(total=0, documents=[])
     return DocumentList(total=int(index.manifest["counts"]["documents"]),
                         documents=[DocumentOut(**d) for d in index.documents(limit=limit, offset=offset)])

@@ -26,6 +26,8 @@ out = Console()
 err = Console(stderr=True)
 
 IndexOpt = Annotated[Optional[Path], typer.Option("--index", "-i", help="Index directory (default: RAG_INDEX_DIR).")]
+CollectionOpt = Annotated[Optional[str], typer.Option(
+    "--collection", "-c", help="A named collection (`rag collections list`) instead of --index.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
@@ -70,6 +72,23 @@ def _check_settings() -> None:
         fail(exc)
 
 
-def settings_and_index(index: Path | None) -> tuple[Settings, Path]:
+def settings_and_index(index: Path | None, collection: str | None = None, create: bool = False
+                       ) -> tuple[Settings, Path]:
+    """The settings and index directory a command works on: ``--index``, else ``--collection``'s
+    (with that collection's own settings; ``create`` makes a missing one), else RAG_INDEX_DIR."""
     settings = get_settings()
-    return settings, index or settings.index_dir
+    if collection is None:
+        return settings, index or settings.index_dir
+    if index is not None:
+        usage_error("give --index or --collection, not both")
+    from rag.collections import Collections
+    from rag.errors import NotFoundError
+
+    collections = Collections(settings)
+    try:
+        found = collections.get(collection)
+    except NotFoundError:
+        if not create:
+            raise
+        found = collections.create(collection)
+    return found.settings(settings), found.path

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from rag.cli.app import (
     EXIT_SKIPPED,
+    CollectionOpt,
     IndexOpt,
     JsonOpt,
     QuietOpt,
@@ -26,6 +27,7 @@ from rag.cli.app import (
 def ingest(
     paths: Annotated[Optional[list[Path]], typer.Argument(help="Files or directories (.md .txt .html .pdf .jsonl).")] = None,
     index: IndexOpt = None,
+    collection: CollectionOpt = None,
     prune: Annotated[bool, typer.Option("--prune", help="Remove documents not found under PATHS.")] = False,
     delete: Annotated[Optional[list[str]], typer.Option("--delete", help="Remove this document id (repeatable).")] = None,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Build a fresh index, ignoring the current one.")] = False,
@@ -39,11 +41,11 @@ def ingest(
     """Add, update and remove documents incrementally; commit a new index version atomically."""
     from ingest.pipeline import ingest as run_ingest
 
-    settings, index_dir = settings_and_index(index)
     if not paths and not delete:
         usage_error("give PATHS to ingest and/or --delete DOC_ID")
     if prune and not paths:
         usage_error("--prune needs the PATHS that hold every document to keep")
+    settings, index_dir = settings_and_index(index, collection, create=True)
     report = run_ingest(paths or [], index_dir, settings, prune=prune, delete=delete or [],
                         rebuild=rebuild, progress=not quiet and not as_json,
                         lock_wait_s=settings.write_lock_wait_s if wait is None else wait,
@@ -98,13 +100,13 @@ def human_bytes(n: float) -> str:
 
 
 @command()
-def info(index: IndexOpt = None, as_json: JsonOpt = False) -> None:
+def info(index: IndexOpt = None, collection: CollectionOpt = None, as_json: JsonOpt = False) -> None:
     """Describe an index: models, settings, counts, versions, size on disk."""
     from rag.models.reranker import reranker_status
     from rag.retrieval.factory import open_index
 
-    settings, index_dir = settings_and_index(index)
-    ix = open_index(index_dir)
+    settings, index_dir = settings_and_index(index, collection)
+    ix = open_index(index_dir, settings)
     m = ix.manifest
     rerank_status = reranker_status(settings)
     sizes = ix.disk_bytes()

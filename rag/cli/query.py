@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from rag.cli.app import IndexOpt, JsonOpt, command, out, settings_and_index
+from rag.cli.app import CollectionOpt, IndexOpt, JsonOpt, command, out, settings_and_index
 from rag.errors import ConfigError, InvalidRequestError
 from rag.types import Filters, Turn
 
@@ -37,9 +37,10 @@ def parse_filters(values: list[str] | None) -> Filters:
 def search(
     query: Annotated[str, typer.Argument(help="The question or keywords.")],
     index: IndexOpt = None,
-    mode: Annotated[str, typer.Option("--mode", "-m", help="bm25 | dense | hybrid")] = "hybrid",
+    collection: CollectionOpt = None,
+    mode: Annotated[Optional[str], typer.Option("--mode", "-m", help="bm25 | dense | hybrid (default: RAG_RETRIEVAL_MODE).")] = None,
     rerank: Annotated[Optional[bool], typer.Option("--rerank/--no-rerank", help="Default: on when a reranker is configured.")] = None,
-    k: Annotated[int, typer.Option("-k", help="Number of hits.")] = 10,
+    k: Annotated[Optional[int], typer.Option("-k", help="Number of hits (default: RAG_TOP_K).")] = None,
     filters: FilterOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -47,7 +48,7 @@ def search(
     from rag.retrieval.factory import build_retriever
     from rag.serialize import result_to_dict
 
-    settings, index_dir = settings_and_index(index)
+    settings, index_dir = settings_and_index(index, collection)
     retriever = build_retriever(settings, index_dir, rerank=rerank is not False)
     if rerank and retriever.reranker is None:
         raise ConfigError(f"--rerank: no reranker available ({retriever.reranker_status})")
@@ -55,7 +56,7 @@ def search(
     if as_json:
         print(json.dumps(result_to_dict(result), ensure_ascii=False, indent=2))
         return
-    table = Table(title=f"{mode} search ({'reranked' if result.reranked else 'no rerank'}; "
+    table = Table(title=f"{result.mode} search ({'reranked' if result.reranked else 'no rerank'}; "
                   f"dense {'on' if result.dense_used else 'off'}; query language {result.query_lang})")
     for col in ("#", "score", "bm25", "dense", "fused", "rerank", "document / heading", "text"):
         table.add_column(col, overflow="fold")
@@ -76,6 +77,7 @@ def search(
 def ask(
     question: Annotated[str, typer.Argument(help="The question (any language; Korean answers in Korean).")],
     index: IndexOpt = None,
+    collection: CollectionOpt = None,
     k: Annotated[Optional[int], typer.Option("-k", help="Passages given to the LLM.")] = None,
     filters: FilterOpt = None,
     stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print the answer as it is generated.")] = True,
@@ -86,7 +88,7 @@ def ask(
     """Answer from the index with numbered citations, or refuse plainly; then list the sources."""
     from rag.serialize import answer_to_dict
 
-    settings, index_dir = settings_and_index(index)
+    settings, index_dir = settings_and_index(index, collection)
     pipeline = _pipeline(settings, index_dir)
     answer = _run(pipeline, question, k, parse_filters(filters), _read_history(history), stream and not as_json)
     if as_json:
@@ -98,12 +100,13 @@ def ask(
 @command()
 def chat(
     index: IndexOpt = None,
+    collection: CollectionOpt = None,
     k: Annotated[Optional[int], typer.Option("-k", help="Passages given to the LLM.")] = None,
     filters: FilterOpt = None,
 ) -> None:
     """A conversation in the terminal: follow-up questions are understood in context (an empty line
     or Ctrl-D ends it)."""
-    settings, index_dir = settings_and_index(index)
+    settings, index_dir = settings_and_index(index, collection)
     pipeline = _pipeline(settings, index_dir)
     turns: list[Turn] = []
     while True:

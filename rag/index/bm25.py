@@ -162,6 +162,10 @@ class BM25Index:
             total += count * (self.idf[t] if t is not None else rarest) * (self.k1 + 1)
         return total
 
+    def rows_allowed(self, chunk_ids: np.ndarray) -> np.ndarray:
+        """What :meth:`search` takes as ``allowed``: the mask of the rows of ``chunk_ids``."""
+        return np.isin(self.row_ids, chunk_ids)
+
     def search(self, query_tokens: Sequence[str], k: int, allowed: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (chunk ids, scores), best first; only rows with a positive score.

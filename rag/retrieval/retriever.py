@@ -92,7 +92,7 @@ class HybridRetriever:
     def _bm25(self, query: str, n: int, allowed_ids: np.ndarray | None, timings: dict[str, float]
               ) -> dict[int, float]:
         with _timed(timings, "bm25"):
-            mask = None if allowed_ids is None else np.isin(self.index.bm25.row_ids, allowed_ids)
+            mask = None if allowed_ids is None else self.index.bm25.rows_allowed(allowed_ids)
             ids, scores = self.index.bm25.search(self.index.tokenizer(query), n, mask)
         return dict(zip(ids.tolist(), scores.tolist()))
 

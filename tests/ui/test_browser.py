@@ -170,3 +170,42 @@ def test_images_in_an_answer_are_never_loaded(image_ui, browser):
     assert not [u for u in requested if "127.0.0.1:9/" in u], requested
     chat = browser.find_element(By.ID, "chat").text  # the answer keeps its text, without the images
     assert "k1 controls term frequency saturation" in chat and "x.png" not in chat and "y.png" not in chat
+
+
+def test_a_scoped_key_logs_in_and_sees_only_its_collection(fixture_index, tmp_path, smollm2, embedder, browser):
+    """Log in with a key that may read one collection: the page offers that collection alone and
+    answers from its documents."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    index = tmp_path / "default"
+    shutil.copytree(fixture_index, index)
+    settings = Settings(_env_file=None, index_dir=index, llm_model="smollm2", llm_context_tokens=2048,
+                        reranker="none", max_tokens=48, api_keys="admin-key", grounding="off")
+    with serving(settings, lambda engine: QuotingLLM(smollm2.count_tokens)) as (url, app):
+        registry = app.state.registry
+        registry.models.embedders["minilm"] = embedder
+        registry.create("team")
+        registry.engine("team").ingest([_doc("tides", "Tide tables", "The harbour tide table lists high water at "
+                                             "dawn and dusk. Spring tides follow the full moon.")])
+        record, key = registry.keys.create("ui-reader", read=["team"])
+        browser.get(url + "/ui/")
+        _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "input[type=password]"))
+        browser.find_element(By.CSS_SELECTOR, "input[type=text]").send_keys(record.id)
+        browser.find_element(By.CSS_SELECTOR, "input[type=password]").send_keys(key)
+        browser.find_element(By.CSS_SELECTOR, "button.lg, button[type=submit]").click()
+        _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#question textarea"))
+        _wait(browser, lambda d: "team" in d.find_element(By.CSS_SELECTOR, "#collection input").get_attribute("value"))
+        browser.find_element(By.CSS_SELECTOR, "#collection input").click()
+        options = [o.text.split("\n")[-1] for o in browser.find_elements(By.CSS_SELECTOR, "ul[role=listbox] li")]
+        assert options == ["team"], options  # the default collection is not offered to this key
+        browser.find_element(By.CSS_SELECTOR, "#collection input").send_keys(Keys.ESCAPE)
+        status = _ask(browser, "When is high water in the harbour?")
+        assert status.startswith("Answered with 1 source"), status
+        assert _open_source(browser, 0).startswith("Tide tables")
+
+
+def _doc(doc_id, title, text):
+    from rag.types import Document
+
+    return Document(doc_id=doc_id, text=text, title=title)
