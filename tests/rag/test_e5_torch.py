@@ -41,3 +41,23 @@ def test_an_unknown_engine_is_a_clear_error():
 
     with pytest.raises(ConfigError, match="torch"):
         make_embedder("e5-small", 2, "onnx")
+
+
+def test_inputs_run_in_a_few_padded_lengths_with_the_same_vectors(engines, monkeypatch):
+    """The CPU kernels keep prepared state per input shape: a service that saw every query length
+    would keep growing. Lengths are padded to multiples of PAD_TO; the vectors stay the same."""
+    import rag.models.e5_torch as e5
+
+    _, t = engines
+    seen = []
+    real = e5.E5Encoder.forward
+    monkeypatch.setattr(e5.E5Encoder, "forward", lambda self, ids, lengths: (seen.append(ids.shape[1]), real(
+        self, ids, lengths))[1])
+    words = "검색 모델 문서 질문 answer fusion ranking 한국어 형태소".split()
+    queries = [" ".join(words[i % len(words)] for i in range(n)) for n in range(1, 80, 3)]
+    padded = np.stack([t.embed_query(q) for q in queries])
+    assert len(set(seen)) <= 6 and all(n % e5.PAD_TO == 0 for n in seen), sorted(set(seen))
+    monkeypatch.setattr(e5, "PAD_TO", 1)
+    exact = np.stack([t.embed_query(q) for q in queries])
+    assert len(set(seen)) > 20  # unpadded, nearly every query is a shape of its own
+    assert (padded * exact).sum(axis=1).min() > 0.9999
