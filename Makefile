@@ -263,7 +263,13 @@ eval-grounding: models
 	$(BIN)/python -m eval.grounding
 
 # --- reliability (docs/reliability.md) ---
-.PHONY: bench-load soak fuzz eval-injection
+.PHONY: bench-load soak fuzz eval-injection bench-backends
+
+# The file index and Milvus Lite side by side: nDCG@10 per mode, ingest time, search p50/p95 (docs/milvus.md).
+bench-backends: install
+	$(BIN)/python -m eval.bench_backends --scifact $(SHARED)/scifact
+	$(BIN)/python -m eval.bench_backends --korquad $(SHARED)/korquad1_dev/KorQuAD_v1.0_dev.json --korquad-limit 500 \
+	  --out eval/results/backends_korquad.json
 
 # Searches, answers, API writes and a CLI ingest at once on one live index, checked afterwards
 # (failed requests, lost or duplicated documents, citations in their version); about 4 minutes.
