@@ -193,3 +193,14 @@ def test_collections_and_scoped_keys_from_the_command_line(corpus_dir, tmp_path)
     assert json.loads(rag("keys", "list", "--json", env=env).stdout) == []
     assert rag("collections", "delete", "team-a", "--yes", env=env).returncode == 0
     assert not (tmp_path / "team-a").exists()
+
+
+def test_a_milvus_index_written_by_one_process_is_searched_by_the_next(corpus_dir, tmp_path):
+    """Milvus keeps a collection another process wrote 'released' until it is loaded again."""
+    env = {"RAG_BACKEND": "milvus", "RAG_EMBEDDER": "minilm", "RAG_RERANKER": "none"}
+    index = tmp_path / "mv"
+    r = rag("ingest", corpus_dir, "--index", index, "-q", "--json", env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["committed"], r.stderr
+    r = rag("search", "What does k1 control in BM25?", "--index", index, "-k", "3", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["hits"][0]["doc_id"] == "bm25.md"

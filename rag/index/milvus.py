@@ -239,6 +239,9 @@ def decode_counts(text: str) -> dict[int, int]:
 
 
 # -- the store: collections, meta records ----------------------------------------------------------
+_loaded: set[tuple[str, str]] = set()  # (uri, collection) loaded by this process
+
+
 class MilvusStore:
     """The two collections of one index directory on one Milvus."""
 
@@ -258,8 +261,17 @@ class MilvusStore:
     def exists(self) -> bool:
         return self.client.has_collection(self.meta) and self.read_manifest() is not None
 
+    def ensure_loaded(self, name: str) -> None:
+        """Load a collection into the server's memory once per process: one written by another
+        process (a CLI ingest, a service before a restart) is 'released' and cannot be queried."""
+        key = (self.uri, name)
+        if key not in _loaded:
+            self.client.load_collection(name)
+            _loaded.add(key)
+
     # -- meta records (manifest, blobs) --
     def read_manifest(self) -> dict[str, Any] | None:
+        self.ensure_loaded(self.meta)
         rows = self.client.query(self.meta, filter=f"key == {quote(MANIFEST_KEY)}", output_fields=["value"],
                                  consistency_level="Strong")
         return json.loads(rows[0]["value"]) if rows else None
@@ -278,6 +290,7 @@ class MilvusStore:
         return len(parts)
 
     def read_blob(self, name: str, parts: int) -> str:
+        self.ensure_loaded(self.meta)
         keys = [f"{name}/{i:06d}" for i in range(parts)]
         got: dict[str, str] = {}
         for start in range(0, len(keys), 200):
@@ -300,6 +313,7 @@ class MilvusStore:
         for name in (self.chunks, self.meta):
             if self.client.has_collection(name):
                 self.client.drop_collection(name)
+            _loaded.discard((self.uri, name))
 
     def create(self, dim: int, dense: dict[str, Any]) -> None:
         from pymilvus import DataType, MilvusClient
@@ -485,7 +499,7 @@ class MilvusIndex:
         except (KeyError, ValueError) as exc:
             raise IndexCorruptError(f"{store.where()}: unreadable BM25 statistics ({exc}); re-ingest with "
                                     "--rebuild") from exc
-        store.client.load_collection(store.chunks)
+        store.ensure_loaded(store.chunks)
         return cls(store, manifest, stats, pending)
 
     def close(self) -> None:
