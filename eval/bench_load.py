@@ -346,6 +346,10 @@ def resources(samples: list[dict], window_s: float) -> dict:
         "by_5_min": _by_window(samples, 300.0)}
 
 
+def _signed(value: float) -> str:
+    return "-" if value != value else f"{value:+.1f}"
+
+
 def _slope(samples: list[dict], key: str, since_s: float) -> float:
     """Least-squares growth per hour over the samples after ``since_s`` (the run's last third: the
     prompt-state cache and the allocator have settled by then, a leak has not)."""
@@ -410,11 +414,14 @@ def report(result: dict, name: str) -> str:
              f"{len(d['not_found_by_token'])} |",
              f"| citations checked in their version (versions) | {c['citations']} ({c['versions']}) |",
              f"| citations not in their version | {len(c['not_in_their_version'])} |"]
+    if r and not result["soak"]:  # three minutes show the start-up, not a trend: no growth figures
+        r = {k: v for k, v in r.items() if k != "by_5_min"} | {k: {**r[k], "slope_mb_per_h": float("nan")}
+                                                              for k in RESOURCES}
     if r:
         lines += ["", f"Server resources, median of the first and the last {r['window_s']:.0f} s "
                   f"({r['samples']} samples):", "", "| | first | last | max |", "|---|---:|---:|---:|"]
         lines += [f"| {k} | {r[k]['first']:.1f} | {r[k]['last']:.1f} | {r[k]['max']:.1f} | "
-                  f"{r[k].get('slope_mb_per_h', float('nan')):+.1f} |" for k in RESOURCES]
+                  f"{_signed(r[k].get('slope_mb_per_h', float('nan')))} |" for k in RESOURCES]
         lines[-len(RESOURCES) - 2:-len(RESOURCES)] = [
             f"| | first | last | max | growth per hour after {r.get('slope_from_s', 0) / 60:.0f} min |",
             "|---|---:|---:|---:|---:|"]
