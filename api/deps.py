@@ -72,8 +72,9 @@ def get_write_engine(request: Request) -> Engine:
     return _engine(request, WRITE)
 
 
-def get_settings(request: Request) -> Settings:
-    return get_engine(request).settings
+def get_settings(engine: Annotated[Engine, Depends(get_engine)]) -> Settings:
+    """The addressed collection's settings (its engine is resolved once per request: FastAPI caches it)."""
+    return engine.settings
 
 
 def get_metrics(request: Request) -> Metrics:

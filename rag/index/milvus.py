@@ -36,14 +36,13 @@ import numpy as np
 
 from rag.errors import (
     ConfigError,
-    EmbedderMismatchError,
     IndexCorruptError,
     IndexNotFoundError,
     IndexWriteError,
     InvalidRequestError,
 )
 from rag.index.layout import SCHEMA_VERSION, now_iso
-from rag.index.store import fingerprint_mismatch
+from rag.index.store import ManifestFacts
 from rag.text import Tokenizer
 from rag.types import Chunk, Filters
 
@@ -458,7 +457,7 @@ class MilvusDense:
         return np.asarray(sorted(r["id"] for r in self._index.rows(None, ["id"])), dtype=np.int64)
 
 
-class MilvusIndex:
+class MilvusIndex(ManifestFacts):
     """A committed version of an index in Milvus (the :class:`rag.protocols.IndexBackend` read side).
     Thread-safe for concurrent queries."""
 
@@ -467,6 +466,7 @@ class MilvusIndex:
         self.store = store
         self.manifest = manifest
         self.index_dir = store.index_dir
+        self.where = store.index_dir
         # A name per version, as the file backend's version directory (the service compares it to
         # the committed one to see another process's commit); nothing is stored at this path.
         self.path = store.index_dir / f"v{int(manifest['version']):06d}"
@@ -504,29 +504,6 @@ class MilvusIndex:
 
     def close(self) -> None:
         """Nothing to release: the client stays open for the process (other versions share it)."""
-
-    # -- properties --
-    @property
-    def version(self) -> int:
-        return int(self.manifest["version"])
-
-    @property
-    def embedder_name(self) -> str:
-        return self.manifest["embedder"]["name"]
-
-    @property
-    def n_chunks(self) -> int:
-        return int(self.manifest["counts"]["chunks"])
-
-    def check_embedder(self, name: str, dim: int, fingerprint: str | None = None) -> None:
-        e = self.manifest["embedder"]
-        if e["name"] != name or int(e["dim"]) != int(dim):
-            raise EmbedderMismatchError(
-                f"index {self.index_dir} was built with embedder {e['name']!r} ({e['dim']}-d); the configured "
-                f"embedder is {name!r} ({dim}-d). Set RAG_EMBEDDER={e['name']} or re-ingest with --rebuild")
-        if e.get("fingerprint") != fingerprint:
-            raise EmbedderMismatchError(
-                f"index {self.index_dir}: {fingerprint_mismatch(name, e.get('fingerprint'), fingerprint)}")
 
     # -- Milvus access --
     def _expr(self, extra: str | None) -> str:

@@ -71,12 +71,46 @@ def fingerprint_mismatch(name: str, built: str | None, now: str | None) -> str:
             "since?); re-ingest with --rebuild")
 
 
-class Index:
+class ManifestFacts:
+    """What every index backend reads off its manifest, and the embedder check (``where`` names the
+    index in messages)."""
+
+    manifest: dict[str, Any]
+    where: Path | str
+
+    @property
+    def version(self) -> int:
+        return int(self.manifest["version"])
+
+    @property
+    def embedder_name(self) -> str:
+        return self.manifest["embedder"]["name"]
+
+    @property
+    def n_chunks(self) -> int:
+        return int(self.manifest["counts"]["chunks"])
+
+    def check_embedder(self, name: str, dim: int, fingerprint: str | None = None) -> None:
+        """Raise unless queries embedded by ``name``/``dim`` are comparable with this index (and,
+        for a local model, unless its weights are the ones the index was built with)."""
+        e = self.manifest["embedder"]
+        if e["name"] != name or int(e["dim"]) != int(dim):
+            raise EmbedderMismatchError(
+                f"index {self.where} was built with embedder {e['name']!r} ({e['dim']}-d); "
+                f"the configured embedder is {name!r} ({dim}-d). Set RAG_EMBEDDER={e['name']} "
+                "or re-ingest with --rebuild")
+        if e.get("fingerprint") != fingerprint:
+            raise EmbedderMismatchError(
+                f"index {self.where}: {fingerprint_mismatch(name, e.get('fingerprint'), fingerprint)}")
+
+
+class Index(ManifestFacts):
     """A committed index version, loaded read-only. Thread-safe for concurrent queries."""
 
     def __init__(self, path: Path, manifest: dict[str, Any], db: sqlite3.Connection, bm25: BM25Index,
                  dense: DenseIndex, terms: TermMatrix) -> None:
         self.path = path
+        self.where = path.parent
         self.manifest = manifest
         self._db = db
         self._db_lock = threading.Lock()
@@ -121,32 +155,6 @@ class Index:
     def close(self) -> None:
         with self._db_lock:
             self._closer()
-
-    # -- properties -------------------------------------------------------------------------
-    @property
-    def version(self) -> int:
-        return int(self.manifest["version"])
-
-    @property
-    def embedder_name(self) -> str:
-        return self.manifest["embedder"]["name"]
-
-    @property
-    def n_chunks(self) -> int:
-        return int(self.manifest["counts"]["chunks"])
-
-    def check_embedder(self, name: str, dim: int, fingerprint: str | None = None) -> None:
-        """Raise unless queries embedded by ``name``/``dim`` are comparable with this index (and,
-        for a local model, unless its weights are the ones the index was built with)."""
-        e = self.manifest["embedder"]
-        if e["name"] != name or int(e["dim"]) != int(dim):
-            raise EmbedderMismatchError(
-                f"index {self.path.parent} was built with embedder {e['name']!r} ({e['dim']}-d); "
-                f"the configured embedder is {name!r} ({dim}-d). Set RAG_EMBEDDER={e['name']} "
-                "or re-ingest with --rebuild")
-        if e.get("fingerprint") != fingerprint:
-            raise EmbedderMismatchError(
-                f"index {self.path.parent}: {fingerprint_mismatch(name, e.get('fingerprint'), fingerprint)}")
 
     # -- chunk store ------------------------------------------------------------------------
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
