@@ -1,7 +1,7 @@
 """The ``rag`` command: the composition root. It imports the library, ``ingest``, ``api`` and
 ``eval``; nothing imports it. Each module registers its commands on :data:`rag.cli.app.app`."""
 
-from rag.cli import admin, documents, evaluate, query, serve, settings, train  # noqa: F401  (they register commands)
+from rag.cli import admin, documents, evaluate, perplexity, query, serve, settings, train  # noqa: F401  (they register commands)
 from rag.cli.app import app
 
 
