@@ -55,8 +55,11 @@ def doc_prefix(path: Path) -> str:
 
 
 def load_qa(path: Path) -> tuple[str, list[Document], list[QAItem]]:
-    """(data set name, paragraphs as documents, questions) from a SQuAD v1/v2-format JSON file."""
+    """(data set name, paragraphs as documents, questions) from a SQuAD v1/v2-format JSON file,
+    or from a BEIR directory whose queries carry answers (``rag eval generate`` writes one)."""
     path = Path(path)
+    if path.is_dir():
+        return load_beir_qa(path)
     prefix = doc_prefix(path)
     docs: dict[str, Document] = {}
     items: list[QAItem] = []
@@ -70,6 +73,24 @@ def load_qa(path: Path) -> tuple[str, list[Document], list[QAItem]]:
                             doc_id, doc_id.rsplit("-", 1)[0]))
     name = path.parent.name if path.parent.name not in ("", ".") else path.stem
     return name, list(docs.values()), items
+
+
+def load_beir_qa(directory: Path) -> tuple[str, list[Document], list[QAItem]]:
+    """A BEIR directory whose queries' ``metadata`` give ``answerable``, ``answer`` and ``doc_id``."""
+    from rag.datasets import read_jsonl
+
+    docs = [Document(doc_id=str(d["_id"]), text=d["text"], title=d.get("title", ""), source=f"beir:{d['_id']}",
+                     format="beir") for d in read_jsonl(directory / "corpus.jsonl")]
+    items = []
+    for q in read_jsonl(directory / "queries.jsonl"):
+        meta = q.get("metadata") or {}
+        if "answerable" not in meta:
+            raise ValueError(f"{directory}/queries.jsonl: query {q['_id']} has no metadata.answerable "
+                             "(answer evaluation needs answers: generate the set with 'rag eval generate')")
+        answer = meta.get("answer")
+        items.append(QAItem(str(q["_id"]), q["text"], (answer,) if answer else (), not meta["answerable"],
+                            str(meta.get("doc_id", "")), str(meta.get("doc_id", ""))))
+    return directory.name, docs, items
 
 
 def select(items: Sequence[QAItem], part: str = "heldout", limit: int | None = None, seed: int = 13
@@ -197,6 +218,8 @@ class Record:
     cites_total: int = 0
     grounding_refuses: bool = False  # enforce would refuse: nothing of substance is supported
     grounding_ms: float | None = None
+    # LLM-as-a-judge verdicts per judge model (eval.judge): faithful, correct, refusal_right, seconds
+    judged: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def with_rerank_gate(records: Sequence[Record], threshold: float) -> list[Record]:
@@ -298,9 +321,10 @@ def summarize(records: Sequence[Record], predictions_for_bleu: Sequence[tuple[st
     }
 
 
-def ask_all(pipeline: Any, items: Sequence[QAItem], keep_text: bool, progress: bool = True
-            ) -> tuple[list[Record], list[tuple[str, Sequence[str]]], str]:
-    """Ask every question through ``pipeline`` (an :class:`rag.answering.pipeline.AnswerPipeline`)."""
+def ask_all(pipeline: Any, items: Sequence[QAItem], keep_text: bool, progress: bool = True,
+            judges: Sequence[Any] = ()) -> tuple[list[Record], list[tuple[str, Sequence[str]]], str]:
+    """Ask every question through ``pipeline`` (an :class:`rag.answering.pipeline.AnswerPipeline`);
+    each of ``judges`` (Generators) grades every answer (see :mod:`eval.judge`)."""
     from tqdm.auto import tqdm
 
     from rag.text import detect_lang
@@ -336,6 +360,8 @@ def ask_all(pipeline: Any, items: Sequence[QAItem], keep_text: bool, progress: b
             rec.contains = any(contains_gold(text, g, q_lang) for g in item.answers)
             rec.rouge_l = rouge_l(text, item.answers, q_lang)
             bleu_pairs.append((text, item.answers))
+        for judge in judges:
+            rec.judged[judge.name] = judge_record(judge, item, prep, answer, pipeline.settings.context_passages)
         if keep_text:
             rec.question, rec.answer, rec.golds = item.question, answer.text, list(item.answers)
             rec.samples = list(answer.samples) or None
@@ -344,6 +370,63 @@ def ask_all(pipeline: Any, items: Sequence[QAItem], keep_text: bool, progress: b
         bar.set_postfix(refused=sum(r.refused for r in records),
                         contains=f"{sum(r.contains for r in done) / max(1, len(done)):.2f}")
     return records, bleu_pairs, lang
+
+
+def judge_record(judge: Any, item: QAItem, prep: Any, answer: Any, passages: int) -> dict[str, Any]:
+    """One judge's verdicts on one answer, given the passages the answering model saw."""
+    from eval.judge import judge_answer
+
+    shown = [(i + 1, h.chunk.text) for i, h in enumerate(prep.hits[:passages])] if prep.gate.passed else []
+    refs = () if item.impossible else item.answers
+    v = judge_answer(judge, item.question, refs, shown, answer.text)
+    return {"faithful": v.faithful, "correct": v.correct, "refusal_right": v.refusal_right, "seconds": v.seconds,
+            "raw": v.raw if not v.parsed else None}
+
+
+def judge_summary(records: Sequence[Record]) -> dict[str, Any]:
+    """Per judge: verdict rates, unparsed replies, and agreement with the gold-based metrics
+    (correct vs contains-gold on answered answerable questions; refusal_right vs refused-exactly-
+    when-unanswerable on all questions)."""
+    from eval.judge import RUBRIC_VERSION, agreement
+
+    out: dict[str, Any] = {}
+    for name in sorted({n for r in records for n in r.judged}):
+        rows = [(r, r.judged[name]) for r in records if name in r.judged]
+        answered = [(r, j) for r, j in rows if not r.refused and not r.impossible]
+        out[name] = {
+            "rubric": RUBRIC_VERSION, "judged": len(rows),
+            "unparsed": sum(any(j[k] is None for k in ("faithful", "correct", "refusal_right")) for _, j in rows),
+            "faithful": _rate([j["faithful"] for r, j in rows if not r.refused]),
+            "correct": _rate([j["correct"] for _, j in answered]),
+            "refusal_right": _rate([j["refusal_right"] for _, j in rows]),
+            "vs_contains_gold": agreement([j["correct"] for _, j in answered], [r.contains for r, _ in answered]),
+            "vs_refusal_gold": agreement([j["refusal_right"] for _, j in rows],
+                                         [r.refused == r.impossible for r, _ in rows]),
+            "seconds_p50": percentile([j["seconds"] for _, j in rows], 0.5),
+        }
+    return out
+
+
+def judge_table(judges: dict[str, Any], fmt: Callable[[Any], str]) -> list[str]:
+    """The judges' verdicts and their agreement with the gold-based metrics, as Markdown lines."""
+    if not judges:
+        return []
+    lines = ["", "LLM judges (rubric " + next(iter(judges.values()))["rubric"] + "): verdict rates, and agreement with "
+             "the gold-based metrics (accuracy, Cohen's κ)", "",
+             "| judge | judged | unparsed | faithful | correct | refusal right | correct vs contains-gold: acc / κ | "
+             "refusal right vs gold: acc / κ | s per answer (p50) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, j in judges.items():
+        a, r = j["vs_contains_gold"], j["vs_refusal_gold"]
+        kappa = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+        lines.append(f"| {name} | {j['judged']} | {j['unparsed']} | {fmt(j['faithful'])} | {fmt(j['correct'])} | "
+                     f"{fmt(j['refusal_right'])} | {fmt(a['accuracy'])} / {kappa(a['kappa'])} (n={a['n']}) | "
+                     f"{fmt(r['accuracy'])} / {kappa(r['kappa'])} (n={r['n']}) | {j['seconds_p50']} |")
+    return lines
+
+
+def _rate(values: Sequence[bool | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(sum(known) / len(known), 4) if known else None
 
 
 def record_grounding(rec: Record, answer: Any) -> None:
@@ -402,6 +485,7 @@ def write_report(result: dict[str, Any], out: Path) -> None:
                   f"{fmt(g['check_ms_p50'], False)} / {fmt(g['check_share_of_total'])}")]
     lines = [f"# Answers: {result['dataset']} ({result['part']}, {m['questions']} questions) with {result['model']}",
              "", "| metric | value |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in rows]
+    lines += judge_table(m.get("judges") or {}, fmt)
     lines += ["", f"Index: {result['index']['embedder']}, {result['index']['chunks']} chunks; reranker: "
               f"{result['reranker']}; {result['seconds']} s. Command: `{result['command']}`", ""]
     out.with_suffix(".md").write_text("\n".join(lines), encoding="utf-8")
@@ -424,11 +508,13 @@ def write_report(result: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
 
-def run(pipeline: Any, name: str, items: Sequence[QAItem], keep_text: bool, progress: bool = True
-        ) -> dict[str, Any]:
+def run(pipeline: Any, name: str, items: Sequence[QAItem], keep_text: bool, progress: bool = True,
+        judges: Sequence[Any] = ()) -> dict[str, Any]:
     t = time.perf_counter()
-    records, bleu_pairs, lang = ask_all(pipeline, items, keep_text, progress)
+    records, bleu_pairs, lang = ask_all(pipeline, items, keep_text, progress, judges)
     metrics = summarize(records, bleu_pairs, lang)
     metrics["grounding"] = grounding_summary(records)
+    if judges:
+        metrics["judges"] = judge_summary(records)
     return {"dataset": name, "lang": lang, "metrics": metrics,
             "records": [asdict(r) for r in records], "seconds": round(time.perf_counter() - t, 1)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -69,16 +70,19 @@ def retrieval(
 
 @command(eval_app, name="answers")
 def answers(
-    dataset: Annotated[Path, typer.Option(help="SQuAD-format JSON: SQuAD 2.0 (with unanswerable questions) or KorQuAD 1.0.")],
+    dataset: Annotated[Path, typer.Option(help="SQuAD-format JSON (SQuAD 2.0 with unanswerable questions, KorQuAD 1.0), "
+                                          "or a directory written by 'rag eval generate'.")],
     out: Annotated[Path, typer.Option(help="Report path: writes .json, .md and .png.")] = Path("eval/results/answers.json"),
     limit: Annotated[Optional[int], typer.Option(help="Sample this many questions (fixed seed).")] = None,
-    part: Annotated[str, typer.Option(help="heldout | dev | train | all (fixed hash split by article).")] = "heldout",
+    part: Annotated[Optional[str], typer.Option(help="heldout | dev | train | all (fixed hash split by article); "
+                                                "default heldout for a file, all for a generated set.")] = None,
     seed: Annotated[int, typer.Option(help="Sampling seed for --limit.")] = 13,
     index: Annotated[Optional[Path], typer.Option("--index", "-i", help="Index to (re)use; default indexes/answers-NAME-EMBEDDER.")] = None,
     model: Annotated[Optional[str], typer.Option(help="LLM (default: RAG_LLM_MODEL), e.g. qwen2.5-0.5b, qwen2.5-1.5b, smollm2.")] = None,
     embedder: Annotated[Optional[str], typer.Option(help="Embedder for the index (default: RAG_EMBEDDER).")] = None,
     rerank: Annotated[Optional[bool], typer.Option("--rerank/--no-rerank", help="Default: rerank when a reranker is configured and present.")] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting, KEY=VALUE (repeatable), e.g. --set context_passages=3 --set gate_rerank=0.5.")] = None,
+    judge: Annotated[Optional[list[str]], typer.Option("--judge", help="LLM that grades every answer (faithful, correct, refusal right); repeatable. Same backend as the generator.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Answer quality end to end (retrieval over the whole corpus, gate, LLM): EM/F1, contains-gold,
@@ -90,9 +94,13 @@ def answers(
     from rag.retrieval.factory import build_retriever
 
     settings = with_overrides(with_options(get_settings(), llm_model=model, embedder=embedder), overrides or [])
-    if not dataset.is_file():
-        raise ConfigError(f"no such data set file: {dataset}")
-    name, docs, items = load_qa(dataset)
+    if not dataset.exists():
+        raise ConfigError(f"no such data set: {dataset}")
+    part = part or ("all" if dataset.is_dir() else "heldout")
+    try:
+        name, docs, items = load_qa(dataset)
+    except (ValueError, OSError) as exc:
+        usage_error(str(exc))
     chosen = select(items, part, limit, seed)
     if not chosen:
         raise ConfigError(f"no questions in part {part!r} of {dataset}")
@@ -103,7 +111,11 @@ def answers(
     generator = make_generator(settings)
     generator.load()
     pipeline = AnswerPipeline(retriever, generator, settings)
-    result = run(pipeline, name, chosen, keep_text="korquad" not in name.lower(), progress=not quiet)
+    judges = [generator if j == generator.name else make_generator(with_options(settings, llm_model=j))
+              for j in judge or []]
+    for j in judges:
+        j.load()
+    result = run(pipeline, name, chosen, keep_text="korquad" not in name.lower(), progress=not quiet, judges=judges)
     m = retriever.index.manifest
     result.update(part=part, model=generator.name, reranker=status,
                   index={"path": str(index_dir), "embedder": m["embedder"]["name"], "chunks": m["counts"]["chunks"]},
@@ -163,3 +175,69 @@ def chat(
                   command="rag eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
     write_report(result, out)
     typer.echo(out.with_suffix(".md").read_text())
+
+
+@command(eval_app, name="generate")
+def generate(
+    out: Annotated[Path, typer.Option(help="Directory of the generated BEIR set (resumes a run found there).")],
+    index: Annotated[Optional[Path], typer.Option("--index", "-i", help="Index to sample chunks from (default: RAG_INDEX_DIR).")] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="Chunks to sample, spread over documents (one answerable question each).")] = 50,
+    unanswerable: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of sampled chunks that also get a near-miss (unanswerable) question.")] = 0.2,
+    temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="Sampling temperature: higher gives more varied (and more often malformed) questions.")] = 0.7,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling: only the most likely tokens up to this probability mass.")] = 0.9,
+    seed: Annotated[int, typer.Option(help="Seed of the chunk sample and of each generation.")] = 13,
+    model: Annotated[Optional[str], typer.Option(help="Generator that writes the questions (default: RAG_LLM_MODEL).")] = None,
+    judge: Annotated[Optional[str], typer.Option(help="Model that checks each question against its chunk (default: the generator; 'none' skips the check).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (calls, tokens) and stop.")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Discard an earlier run in --out instead of resuming it.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """A test set from your own documents: the LLM writes questions for sampled chunks (and near-miss
+    ones they do not answer); weak items are filtered; the result is a BEIR directory for
+    ``rag eval retrieval --dataset OUT`` and ``rag eval answers --dataset OUT``."""
+    import shutil
+    import time
+
+    from eval.synth import SynthConfig, check_resume, estimate, finalize, plan, run
+    from rag.models.generator import make_generator
+    from rag.retrieval.factory import open_index
+
+    settings = with_options(get_settings(), llm_model=model)
+    config = SynthConfig(n=n, unanswerable=unanswerable, temperature=temperature, top_p=top_p, seed=seed,
+                         judge=(judge or "").lower() != "none")
+    if fresh and out.exists():
+        shutil.rmtree(out)
+    try:
+        check_resume(out, config)
+    except ValueError as exc:
+        usage_error(str(exc))
+    backend = open_index(index or settings.index_dir, settings)
+    tasks = plan(backend, config)
+    if not tasks:
+        usage_error(f"no chunk of at least {config.min_chars} characters in the index")
+    generator = make_generator(settings)
+    generator.load()
+    checker = None
+    if config.judge:
+        checker = generator if judge in (None, settings.llm_model) else make_generator(with_options(settings, llm_model=judge))
+        checker.load()
+    cost = estimate(generator, tasks, config)
+    typer.echo(f"plan: {len(tasks)} items from {len({t.doc_id for t in tasks})} documents, {cost['calls']} LLM calls, "
+               f"~{cost['prompt_tokens']:,} prompt + <={cost['output_tokens']:,} output tokens", err=True)
+    if dry_run:
+        return
+    t0, items = time.perf_counter(), []
+    for item in run(tasks, generator, checker, config, out, progress=not quiet):
+        if len(items) == 0 and not quiet:
+            typer.echo(f"first item took {item.get('seconds', 0):.1f} s: about "
+                       f"{item.get('seconds', 0) * len(tasks) / 60:.0f} min for the run", err=True)
+        items.append(item)
+    meta = {"model": generator.name, "judge": checker.name if checker else None, "index": str(index or settings.index_dir),
+            "seconds": round(time.perf_counter() - t0, 1),
+            "command": "rag eval " + " ".join(shlex.quote(a) for a in sys.argv[2:])}
+    summary = finalize(items, backend, out, config, meta)
+    typer.echo(json.dumps({k: summary[k] for k in ("items", "kept", "kept_answerable", "kept_unanswerable",
+                                                   "judged_answerable", "dropped", "distinct_words")},
+                          ensure_ascii=False))
+    typer.echo(f"wrote {out}/queries.jsonl, qrels/test.tsv, corpus.jsonl: "
+               f"rag eval retrieval --dataset {out}; rag eval answers --dataset {out}")

@@ -106,7 +106,7 @@ def test_eval_answers_end_to_end_with_smollm2(tmp_path):
     out = tmp_path / "answers.json"
     r = rag("eval", "answers", "--dataset", TINY, "--part", "all", "--out", out, "--index", tmp_path / "idx",
             "--model", "smollm2", "--embedder", "minilm", "--no-rerank", "-q", "--set", "max_tokens=48",
-            env={"RAG_LLM_CONTEXT_TOKENS": "2048"})
+            "--judge", "smollm2", env={"RAG_LLM_CONTEXT_TOKENS": "2048"})
     assert r.returncode == 0, r.stderr
     result = json.loads(out.read_text())
     m = result["metrics"]
@@ -118,6 +118,11 @@ def test_eval_answers_end_to_end_with_smollm2(tmp_path):
     assert "| unanswerable refused" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").stat().st_size > 1000
     assert result["settings"]["max_tokens"] == 48
+    judge = m["judges"]["smollm2"]  # the tiny model as its own judge: plumbing, not quality
+    assert judge["judged"] == 4 and judge["rubric"] == "judge-v1"
+    assert all(set(rec["judged"]["smollm2"]) >= {"faithful", "correct", "refusal_right"} for rec in result["records"])
+    assert judge["vs_refusal_gold"]["n"] + judge["vs_refusal_gold"]["unparsed"] == 4
+    assert "LLM judges" in out.with_suffix(".md").read_text()
 
 
 def test_eval_answers_rejects_an_unknown_setting_override(tmp_path):
