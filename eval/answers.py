@@ -205,6 +205,7 @@ class Record:
     generate_ms: float | None = None
     total_ms: float | None = None
     tokens: int = 0
+    prompt_tokens: int = 0  # what the LLM evaluated before its first token (0: not called)
     gate: dict[str, float | None] = field(default_factory=dict)
     agreement: float | None = None  # self-consistency (RAG_CONSISTENCY_SAMPLES) of an answer the model gave
     question: str | None = None
@@ -351,6 +352,7 @@ def ask_all(pipeline: Any, items: Sequence[QAItem], keep_text: bool, progress: b
                      tokens=answer.tokens, gate={k: (round(v, 4) if v is not None else None)
                                                  for k, v in prep.gate.signals.items()})
         rec.agreement = answer.agreement
+        rec.prompt_tokens = answer.prompt_tokens
         if answer.grounding:
             record_grounding(rec, answer)
         if not item.impossible and not answer.refused:

@@ -241,3 +241,105 @@ def generate(
                           ensure_ascii=False))
     typer.echo(f"wrote {out}/queries.jsonl, qrels/test.tsv, corpus.jsonl: "
                f"rag eval retrieval --dataset {out}; rag eval answers --dataset {out}")
+
+
+@command(eval_app, name="models")
+def models(
+    dataset: Annotated[list[Path], typer.Option(help="Questions: SQuAD-format JSON or a 'rag eval generate' directory (repeatable, e.g. one English and one Korean set).")],
+    candidates: Annotated[str, typer.Option("--models", help="Local models to compare (comma list of presets or .gguf paths); missing ones are skipped.")] = "smollm2,qwen2.5-0.5b,qwen2.5-1.5b",
+    remote: Annotated[bool, typer.Option("--remote/--no-remote", help="Also run the configured remote generator (RAG_GENERATOR=openai or hf).")] = False,
+    price_in: Annotated[Optional[float], typer.Option(help="Remote model: USD per million input (prompt) tokens.")] = None,
+    price_out: Annotated[Optional[float], typer.Option(help="Remote model: USD per million output tokens.")] = None,
+    remote_licence: Annotated[Optional[str], typer.Option(help="Remote model: its licence, e.g. 'proprietary' or 'Apache-2.0'.")] = None,
+    remote_open: Annotated[Optional[bool], typer.Option("--remote-open/--remote-closed", help="Remote model: open weights or not.")] = None,
+    judge: Annotated[str, typer.Option(help="One local model grades every answer ('none': no judge).")] = "qwen2.5-1.5b",
+    limit: Annotated[int, typer.Option(help="Questions per data set (fixed seed).")] = 30,
+    part: Annotated[Optional[str], typer.Option(help="Part of each data set (default: heldout for a file, all for a generated set).")] = None,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 13,
+    perplexity: Annotated[bool, typer.Option("--perplexity/--no-perplexity", help="Measure local models' perplexity on the bundled corpus.")] = True,
+    indexes: Annotated[Path, typer.Option(help="Directory of the data sets' indexes (reused between runs).")] = Path("indexes"),
+    out: Annotated[Path, typer.Option(help="Report path: writes .json, .md and .png.")] = Path("eval/results/models.json"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Every available generator through the same small answer eval: facts (parameters, quantisation,
+    context, licence, RAM), quality (gold, refusals, citations, judge), speed (TTFT, tokens/s),
+    perplexity and cost per 1,000 questions; one table and a quality-versus-latency plot."""
+    import time
+
+    from eval.answers import load_qa, run, select
+    from eval.common import cpu_info
+    from eval.models_report import cost_per_1000, facts_of, quality, release, rss_bytes, speed, write_report
+    from ingest.pipeline import ingest
+    from rag.answering.pipeline import AnswerPipeline
+    from rag.models.generator import make_generator
+    from rag.retrieval.factory import build_retriever
+
+    t0 = time.perf_counter()
+    settings = get_settings()
+    local = with_options(settings, generator="local")
+    sets = []
+    for path in dataset:
+        if not path.exists():
+            usage_error(f"no such data set: {path}")
+        name, docs, items = load_qa(path)
+        chosen = select(items, part or ("all" if path.is_dir() else "heldout"), limit, seed)
+        index_dir = indexes / f"answers-{name}-{settings.embedder}".replace("/", "_")
+        ingest([], index_dir, settings, documents=docs, progress=not quiet)
+        sets.append((name, chosen, build_retriever(settings, index_dir)))
+    checker = None
+    if judge.lower() != "none":
+        checker = make_generator(with_options(local, llm_model=judge))
+        checker.load()
+    plans = [(m.strip(), with_options(local, llm_model=m.strip()), None) for m in candidates.split(",") if m.strip()]
+    if remote:
+        if settings.generator == "local":
+            usage_error("--remote needs RAG_GENERATOR=openai or hf with RAG_LLM_BASE_URL and RAG_LLM_MODEL")
+        plans.append((make_generator(settings).name, settings, {"licence": remote_licence, "open": remote_open}))
+    rows, skipped = [], {}
+    for name, s, remote_facts in plans:
+        try:
+            generator = make_generator(s)
+            before = rss_bytes()
+            generator.load()
+        except ConfigError as exc:
+            skipped[name] = str(exc)
+            typer.echo(f"skipping {name}: {exc}", err=True)
+            continue
+        ram = (rss_bytes() - before) if remote_facts is None and before is not None else None
+        row = {"model": name, "facts": facts_of(generator, name, remote_facts), "ram_bytes": ram, "datasets": []}
+        for set_name, chosen, retriever in sets:
+            res = run(AnswerPipeline(retriever, generator, s), set_name, chosen, keep_text=False,
+                      progress=not quiet, judges=[checker] if checker else [])
+            threads = s.llm_threads if remote_facts is None else 0
+            row["datasets"].append({"dataset": set_name, "questions": len(chosen),
+                                    "quality": quality(res["metrics"], checker.name if checker else None),
+                                    "speed": speed(res["records"]),
+                                    "cost": cost_per_1000(res["records"], threads, price_in if remote_facts is not None else None,
+                                                          price_out if remote_facts is not None else None)})
+        if remote_facts is None:
+            release(generator)
+            if perplexity:
+                row["perplexity"] = local_perplexity(name)
+        rows.append(row)
+    if not rows:
+        usage_error(f"no model could be loaded: {skipped}")
+    result = {"models": rows, "skipped": skipped, "judge": checker.name if checker else None,
+              "prices": f"in {price_in}, out {price_out} USD per 1M tokens" if remote else "no remote model",
+              "cpu": cpu_info(), "seconds": round(time.perf_counter() - t0, 1),
+              "command": "rag eval " + " ".join(shlex.quote(a) for a in sys.argv[2:])}
+    write_report(result, out)
+    typer.echo(out.with_suffix(".md").read_text())
+
+
+def local_perplexity(model: str) -> dict[str, dict[str, float]]:
+    """Perplexity and bits per byte per language on a small bundled sample (2 texts x 256 tokens)."""
+    from eval.perplexity import corpus_sample, load_llama
+    from eval.perplexity import perplexity as measure
+
+    llm = load_llama(model, 512)
+    try:
+        res = measure(llm, corpus_sample(Path("corpus"), per_lang=2), max_tokens=256)
+    finally:
+        del llm
+    return {lang: {"ppl_bits": round(sc.ppl_bits, 3), "bits_per_byte": round(sc.bits_per_byte, 4),
+                   "tokens": sc.tokens} for lang, sc in res.by_lang.items()}

@@ -52,6 +52,12 @@ def _lean_llama_class():
     return LeanLlama
 
 
+# llama.cpp's ``general.file_type`` values (enum llama_ftype) for the common quantisations.
+GGUF_FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
+                   11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
+                   17: "Q5_K_M", 18: "Q6_K", 32: "BF16"}
+
+
 class LlamaCppGenerator:
     """A GGUF model in-process through llama-cpp-python (one generation at a time)."""
 
@@ -86,6 +92,25 @@ class LlamaCppGenerator:
     def count_tokens(self, text: str) -> int:
         self.load()
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def facts(self) -> dict[str, object]:
+        """What the GGUF file says about the model: parameters, quantisation, trained context
+        length, licence and names (for choosing a model; absent keys are None)."""
+        import os
+
+        import llama_cpp
+
+        self.load()
+        meta = self._llm.metadata
+        arch = meta.get("general.architecture", "")
+        ftype = meta.get("general.file_type")
+        return {"parameters": int(llama_cpp.llama_model_n_params(self._llm.model)),
+                "file_bytes": os.path.getsize(self.model_path),
+                "quantization": GGUF_FILE_TYPES.get(int(ftype), f"type {ftype}") if ftype is not None else None,
+                "trained_context": int(meta[f"{arch}.context_length"]) if f"{arch}.context_length" in meta else None,
+                "context_used": self.context_tokens,
+                "licence": meta.get("general.license"), "general_name": meta.get("general.name"),
+                "size_label": meta.get("general.size_label")}
 
     def cache_bytes(self) -> int:
         """Bytes of saved prompt states held in memory (at most ``RAG_LLM_PROMPT_CACHE_MB``)."""
