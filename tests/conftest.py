@@ -164,3 +164,35 @@ def fixture_index(embedder, tmp_path_factory):
     ingest([FIXTURES / "corpus"], path, Settings(_env_file=None, embedder="minilm"), embedder=embedder,
            progress=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def llama_server():
+    """llama.cpp's own OpenAI-compatible server running SmolLM2 on 127.0.0.1 (model alias smollm2)."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from rag.models.gguf import resolve_gguf
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(resolve_gguf("smollm2")),
+                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024", "--n_threads", "2",
+                             "--model_alias", "smollm2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(url + "/v1/models", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("llama.cpp server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)

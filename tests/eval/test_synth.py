@@ -198,3 +198,17 @@ def test_a_real_small_judge_returns_verdicts_or_none_never_nan(smollm2):
     assert v.raw and v.seconds > 0
     for value in (v.faithful, v.correct, v.refusal_right):
         assert value in (True, False, None)
+
+
+@pytest.mark.slow
+def test_eval_generate_through_an_openai_compatible_server(fixture_index, llama_server, tmp_path):
+    """A user with a model behind an endpoint generates (and judges) with it: llama.cpp's server here."""
+    out = tmp_path / "remote"
+    env = {"RAG_GENERATOR": "openai", "RAG_LLM_BASE_URL": llama_server, "RAG_LLM_MODEL": "smollm2",
+           "RAG_LLM_API_KEY": "unused"}
+    r = rag("eval", "generate", "--index", fixture_index, "--out", out, "--n", "2", "--unanswerable", "0", "-q", env=env)
+    assert r.returncode == 0, r.stderr
+    gen = json.loads((out / "generation.json").read_text())
+    assert gen["model"] == "openai:smollm2" and gen["judge"] == "openai:smollm2" and gen["items"] == 2
+    replies = [json.loads(line)["reply"] for line in (out / "items.jsonl").read_text().splitlines()]
+    assert all(reply.strip() for reply in replies)  # the server answered every call

@@ -1,52 +1,18 @@
 """Remote generator backends against real servers on 127.0.0.1: llama.cpp's own OpenAI-compatible
 server running SmolLM2 (for the `openai` and `hf` clients), and a silent socket for timeouts."""
 
-import os
 import socket
-import subprocess
-import sys
 import threading
-import time
 
-import httpx
 import pytest
 
 from api.errors import status_of
 from rag.errors import GeneratorError, GeneratorTimeout
 from rag.models.generator import HFGenerator, OpenAIGenerator
-from rag.models.gguf import resolve_gguf
 from rag.types import GenParams
+from tests.conftest import free_port
 
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello."}]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def llama_server():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(resolve_gguf("smollm2")),
-                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024", "--n_threads", "2",
-                             "--model_alias", "smollm2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(url + "/v1/models", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("llama.cpp server did not start")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
 
 
 def test_openai_client_streams_from_a_real_server(llama_server):
