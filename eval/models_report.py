@@ -117,12 +117,28 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{_pct(q['judge_correct'])} / {_pct(q['judge_faithful'])} / {_pct(q['judge_refusal_right'])} | "
                 f"{_num(s['ttft_p50_ms'])} / {_num(s['ttft_p95_ms'])} | {_num(s['prefill_tok_s'], '{:.0f}')} / "
                 f"{_num(s['decode_tok_s'], '{:.1f}')} | {_num(c['cpu_seconds'])} / {_num(c['usd'], '{:.3f}')} |")
+    lines += judge_lines(result.get("judge_agreement") or {})
     lines += ["", "Contains gold: answered answerable questions whose answer contains a gold answer. Judge verdicts "
               "come from one model for all rows (a judge grading its own answers may favour them). Local cost: "
               "generation wall time × threads; remote: input and output prices per million tokens "
               f"({result['prices']}).", "", f"CPU: {result['cpu']}. {result['seconds']} s. Command: "
               f"`{result['command']}`", ""]
     return "\n".join(lines)
+
+
+def judge_lines(agreement: dict[str, dict[str, Any]]) -> list[str]:
+    """Each judge's agreement with the gold-based metrics, over every model's answers."""
+    if not agreement:
+        return []
+    lines = ["", "| judge | data set | answers | unparsed | correct vs contains-gold: acc / κ (n) | "
+             "refusal right vs gold: acc / κ (n) |", "|---|---|---:|---:|---:|---:|"]
+    for dataset, judges in agreement.items():
+        for name, j in judges.items():
+            a, r = j["vs_contains_gold"], j["vs_refusal_gold"]
+            lines.append(f"| {name} | {dataset} | {j['judged']} | {j['unparsed']} | {_pct(a['accuracy'])} / "
+                         f"{_num(a['kappa'], '{:.2f}')} ({a['n']}) | {_pct(r['accuracy'])} / "
+                         f"{_num(r['kappa'], '{:.2f}')} ({r['n']}) |")
+    return lines
 
 
 def plot(result: dict[str, Any], path: Path) -> None:

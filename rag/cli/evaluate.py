@@ -252,7 +252,7 @@ def models(
     price_out: Annotated[Optional[float], typer.Option(help="Remote model: USD per million output tokens.")] = None,
     remote_licence: Annotated[Optional[str], typer.Option(help="Remote model: its licence, e.g. 'proprietary' or 'Apache-2.0'.")] = None,
     remote_open: Annotated[Optional[bool], typer.Option("--remote-open/--remote-closed", help="Remote model: open weights or not.")] = None,
-    judge: Annotated[str, typer.Option(help="One local model grades every answer ('none': no judge).")] = "qwen2.5-1.5b",
+    judge: Annotated[Optional[list[str]], typer.Option("--judge", help="Local model that grades every answer (repeatable: the first one's verdicts fill the table, each one's agreement with the gold metrics is reported; 'none': no judge).")] = None,
     limit: Annotated[int, typer.Option(help="Questions per data set (fixed seed).")] = 30,
     part: Annotated[Optional[str], typer.Option(help="Part of each data set (default: heldout for a file, all for a generated set).")] = None,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 13,
@@ -286,10 +286,12 @@ def models(
         index_dir = indexes / f"answers-{name}-{settings.embedder}".replace("/", "_")
         ingest([], index_dir, settings, documents=docs, progress=not quiet)
         sets.append((name, chosen, build_retriever(settings, index_dir)))
-    checker = None
-    if judge.lower() != "none":
-        checker = make_generator(with_options(local, llm_model=judge))
-        checker.load()
+    judge_names = [j for j in (judge or ["qwen2.5-1.5b"]) if j.lower() != "none"]
+    checkers = [make_generator(with_options(local, llm_model=j)) for j in judge_names]
+    for c in checkers:
+        c.load()
+    checker = checkers[0] if checkers else None
+    pooled: dict[str, list[dict]] = {}  # data set -> every model's records, for the judges' agreement
     plans = [(m.strip(), with_options(local, llm_model=m.strip()), None) for m in candidates.split(",") if m.strip()]
     if remote:
         if settings.generator == "local":
@@ -309,7 +311,8 @@ def models(
         row = {"model": name, "facts": facts_of(generator, name, remote_facts), "ram_bytes": ram, "datasets": []}
         for set_name, chosen, retriever in sets:
             res = run(AnswerPipeline(retriever, generator, s), set_name, chosen, keep_text=False,
-                      progress=not quiet, judges=[checker] if checker else [])
+                      progress=not quiet, judges=checkers)
+            pooled.setdefault(set_name, []).extend(res["records"])
             threads = s.llm_threads if remote_facts is None else 0
             row["datasets"].append({"dataset": set_name, "questions": len(chosen),
                                     "quality": quality(res["metrics"], checker.name if checker else None),
@@ -324,11 +327,25 @@ def models(
     if not rows:
         usage_error(f"no model could be loaded: {skipped}")
     result = {"models": rows, "skipped": skipped, "judge": checker.name if checker else None,
+              "judge_agreement": judge_agreement(pooled),
               "prices": f"in {price_in}, out {price_out} USD per 1M tokens" if remote else "no remote model",
               "cpu": cpu_info(), "seconds": round(time.perf_counter() - t0, 1),
               "command": "rag eval " + " ".join(shlex.quote(a) for a in sys.argv[2:])}
     write_report(result, out)
     typer.echo(out.with_suffix(".md").read_text())
+
+
+def judge_agreement(pooled: dict[str, list[dict]]) -> dict[str, dict[str, object]]:
+    """Per data set and judge, over every model's answers: agreement with the gold-based metrics."""
+    from eval.answers import Record, judge_summary
+
+    fields = set(Record.__dataclass_fields__)
+    out = {}
+    for name, records in pooled.items():
+        summary = judge_summary([Record(**{k: v for k, v in r.items() if k in fields}) for r in records])
+        out[name] = {j: {k: v[k] for k in ("judged", "unparsed", "vs_contains_gold", "vs_refusal_gold")}
+                     for j, v in summary.items()}
+    return out
 
 
 def local_perplexity(model: str) -> dict[str, dict[str, float]]:

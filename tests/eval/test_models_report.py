@@ -49,5 +49,7 @@ def test_models_report_end_to_end_with_the_tiny_model(tmp_path):
     d = row["datasets"][0]
     assert d["questions"] == 2 and d["cost"]["cpu_seconds"] >= 0
     assert d["quality"]["judge_unparsed"] is not None  # the judge ran (its verdicts may be unreadable)
+    agreement = result["judge_agreement"]["qa"]["smollm2"]
+    assert agreement["judged"] == 2 and set(agreement["vs_refusal_gold"]) >= {"accuracy", "kappa", "n"}
     assert "| smollm2 | local |" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").stat().st_size > 1000
