@@ -198,7 +198,7 @@ def generate(
     import shutil
     import time
 
-    from eval.synth import SynthConfig, check_resume, estimate, finalize, plan, run
+    from eval.synth import SynthConfig, check_resume, estimate, finalize, plan, read_items, run
     from rag.models.generator import make_generator
     from rag.retrieval.factory import open_index
 
@@ -226,11 +226,15 @@ def generate(
                f"~{cost['prompt_tokens']:,} prompt + <={cost['output_tokens']:,} output tokens", err=True)
     if dry_run:
         return
+    done = set(read_items(out / "items.jsonl"))
+    left = [t.key for t in tasks if t.key not in done]
+    if done and not quiet:
+        typer.echo(f"resuming: {len(tasks) - len(left)} items done, {len(left)} left", err=True)
     t0, items = time.perf_counter(), []
     for item in run(tasks, generator, checker, config, out, progress=not quiet):
-        if len(items) == 0 and not quiet:
+        if left and item["key"] == left[0] and not quiet:
             typer.echo(f"first item took {item.get('seconds', 0):.1f} s: about "
-                       f"{item.get('seconds', 0) * len(tasks) / 60:.0f} min for the run", err=True)
+                       f"{item.get('seconds', 0) * len(left) / 60:.0f} min for the run", err=True)
         items.append(item)
     meta = {"model": generator.name, "judge": checker.name if checker else None, "index": str(index or settings.index_dir),
             "seconds": round(time.perf_counter() - t0, 1),

@@ -166,8 +166,9 @@ def test_eval_generate_cli_plans_resumes_and_writes_a_set(fixture_index, tmp_pat
     assert gen["items"] >= 2 and gen["model"] == "smollm2" and gen["config"]["temperature"] == 0.7
     assert (out / "qrels" / "test.tsv").read_text().startswith("query-id\tcorpus-id\tscore")
     lines = (out / "items.jsonl").read_text().splitlines()
-    r = rag(*args, env={"RAG_LLM_CONTEXT_TOKENS": "2048"})  # nothing left to do
+    r = rag(*args[:-1], env={"RAG_LLM_CONTEXT_TOKENS": "2048"})  # nothing left to do
     assert r.returncode == 0 and (out / "items.jsonl").read_text().splitlines() == lines
+    assert f"resuming: {len(lines)} items done, 0 left" in r.stderr
     clash = rag(*args[:-1], "--temperature", "1.1", "-q")
     assert clash.returncode != 0 and "other settings" in clash.stderr
 
