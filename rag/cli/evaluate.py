@@ -281,6 +281,8 @@ def models(
     t0 = time.perf_counter()
     settings = get_settings()
     local = with_options(settings, generator="local")
+    if remote and settings.generator == "local":
+        usage_error("--remote needs RAG_GENERATOR=openai or hf with RAG_LLM_BASE_URL and RAG_LLM_MODEL")
     sets = []
     for path in dataset:
         if not path.exists():
@@ -298,8 +300,6 @@ def models(
     pooled: dict[str, list[dict]] = {}  # data set -> every model's records, for the judges' agreement
     plans = [(m.strip(), with_options(local, llm_model=m.strip()), None) for m in candidates.split(",") if m.strip()]
     if remote:
-        if settings.generator == "local":
-            usage_error("--remote needs RAG_GENERATOR=openai or hf with RAG_LLM_BASE_URL and RAG_LLM_MODEL")
         plans.append((make_generator(settings).name, settings, {"licence": remote_licence, "open": remote_open}))
     rows, skipped = [], {}
     for name, s, remote_facts in plans:

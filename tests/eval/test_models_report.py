@@ -29,8 +29,10 @@ def test_speed_uses_only_questions_that_reached_the_model():
 
 
 def test_remote_without_a_remote_generator_is_a_usage_error(tmp_path):
-    r = rag("eval", "models", "--dataset", TINY, "--remote", "--out", tmp_path / "m.json", env={"RAG_GENERATOR": "local"})
+    r = rag("eval", "models", "--dataset", TINY, "--remote", "--out", tmp_path / "m.json", "--indexes", tmp_path,
+            env={"RAG_GENERATOR": "local"})
     assert r.returncode != 0 and "RAG_GENERATOR=openai" in r.stderr
+    assert list(tmp_path.iterdir()) == []  # refused before any index was built
 
 
 @pytest.mark.slow
