@@ -1,21 +1,20 @@
 """LLM-as-a-judge: a (usually larger) model grades each answer with a fixed, versioned rubric.
 
-Three verdicts per answer, each yes or no:
+Three verdicts per answer, each from its own short yes/no question (rubric ``judge-v2``):
 
-* ``faithful`` — every sentence is supported by the passage it cites (a refusal is faithful);
+* ``faithful`` — every statement is supported by the passages (a refusal is faithful);
 * ``correct`` — the answer agrees with the reference answer (a refusal of an answerable
   question is not correct);
 * ``refusal_right`` — the assistant refused exactly when the reference says the documents do not
   answer the question.
 
-Small local judges often break the requested format. The parser reads JSON, ``key: value`` lines
-and loose prose; a verdict it cannot read is ``None`` and counted as unparsed in the report,
-never turned into a number (judge libraries that let such scores become NaN lose them silently).
+Small local judges often break the requested format. A reply whose first words say neither yes nor
+no (or both) is ``None`` and counted as unparsed in the report, never turned into a number (judge
+libraries that let such scores become NaN lose them silently).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Sequence
@@ -24,33 +23,29 @@ from typing import Any
 
 from rag.types import GenParams
 
-RUBRIC_VERSION = "judge-v1"
+RUBRIC_VERSION = "judge-v2"
 VERDICTS = ("faithful", "correct", "refusal_right")
 
-SYSTEM = "You are a strict grader of answers given by a question-answering assistant. Follow the reply format exactly."
-RUBRIC = """Question: {question}
+SYSTEM = "You are a strict grader of answers given by a question-answering assistant. Reply with one word: yes or no."
+# One short yes/no question per call: a 1.5B judge asked for three verdicts in one reply mixed them up
+# (judge-v1 marked every answer incorrect, agreement with contains-gold kappa 0.00).
+REFUSED = ("Question: {question}\n\nAssistant's reply: {answer}\n\nDoes the assistant decline to answer, saying "
+           "it does not know or that the documents do not say? Reply yes or no.")
+FAITHFUL = ("Passages:\n{passages}\n\nAnswer: {answer}\n\nIs every statement of the answer supported by the "
+            "passages? Reply yes or no.")
+CORRECT = ("Question: {question}\n\nReference answer: {reference}\n\nAssistant's answer: {answer}\n\nDoes the "
+           "assistant's answer give the reference answer (the same meaning; other words are fine)? Reply yes or no.")
 
-Reference answer: {reference}
+_YES = re.compile(r"\b(yes|예|네)\b", re.IGNORECASE)
+_NO = re.compile(r"\b(no|아니오|아니요)\b", re.IGNORECASE)
 
-Passages the assistant was given:
-{passages}
 
-Assistant's answer: {answer}
-
-Grade the assistant's answer. Answer each with yes or no:
-faithful: every statement of the answer is supported by the passage it cites (a refusal counts as yes)
-correct: the answer agrees with the reference answer (a refusal counts as no when there is a reference answer)
-refusal_right: the assistant refused exactly when there is no reference answer
-
-Reply in exactly three lines:
-faithful: yes or no
-correct: yes or no
-refusal_right: yes or no"""
-NO_REFERENCE = "(none: the documents do not answer this question, so the right response is a refusal)"
-
-_TRUE = {"yes", "y", "true", "1", "예", "네", "correct", "supported", "right"}
-_FALSE = {"no", "n", "false", "0", "아니오", "아니요", "incorrect", "unsupported", "wrong"}
-_LINE = re.compile(r"(faithful|correct|refusal[ _-]?right)\W{0,3}\s*[:=\-]\s*\**\s*([A-Za-z가-힣0-9]+)", re.IGNORECASE)
+def parse_verdict(reply: str) -> bool | None:
+    """A yes/no reply (English or Korean, any case, Markdown or punctuation around it); None when
+    the first words say neither or both, so an unreadable verdict is never counted as either."""
+    head = reply.strip()[:40]
+    yes, no = bool(_YES.search(head)), bool(_NO.search(head))
+    return yes if yes != no else None
 
 
 @dataclass(frozen=True)
@@ -68,52 +63,36 @@ class Verdict:
         return None not in (self.faithful, self.correct, self.refusal_right)
 
 
-def _as_bool(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    word = str(value).strip().strip(".,*\"'").lower()
-    return True if word in _TRUE else False if word in _FALSE else None
-
-
-def parse_verdicts(reply: str) -> dict[str, bool | None]:
-    """The three verdicts from a judge's reply: JSON anywhere in it, else ``key: value`` lines."""
-    found: dict[str, bool | None] = {k: None for k in VERDICTS}
-    match = re.search(r"\{.*?\}", reply, re.DOTALL)
-    if match:
-        try:
-            obj = json.loads(match.group(0))
-        except json.JSONDecodeError:
-            obj = None
-        if isinstance(obj, dict):
-            for key, value in obj.items():
-                name = re.sub(r"[ _-]", "_", str(key).lower())
-                if name in found:
-                    found[name] = _as_bool(value)
-    for key, value in _LINE.findall(reply):
-        name = "refusal_right" if key.lower().startswith("refusal") else key.lower()
-        if found[name] is None:
-            found[name] = _as_bool(value)
-    return found
-
-
-def rubric_prompt(question: str, references: Sequence[str], passages: Sequence[tuple[int, str]], answer: str,
-                  max_passage_chars: int = 1200) -> str:
-    reference = " | ".join(references) if references else NO_REFERENCE
-    shown = "\n\n".join(f"[{n}] {text[:max_passage_chars]}" for n, text in passages) or "(none)"
-    return RUBRIC.format(question=question, reference=reference, passages=shown, answer=answer)
+def ask(judge: Any, prompt: str) -> tuple[bool | None, str]:
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
+    raw = "".join(judge.stream(messages, GenParams(temperature=0.0, max_tokens=4)))
+    return parse_verdict(raw), raw
 
 
 def judge_answer(judge: Any, question: str, references: Sequence[str], passages: Sequence[tuple[int, str]],
-                 answer: str) -> Verdict:
-    """Ask ``judge`` (any Generator) to grade one answer; greedy, so a rerun gives the same verdicts."""
-    messages = [{"role": "system", "content": SYSTEM},
-                {"role": "user", "content": rubric_prompt(question, references, passages, answer)}]
+                 answer: str, max_passage_chars: int = 1200) -> Verdict:
+    """Grade one answer with ``judge`` (any Generator), greedy so a rerun gives the same verdicts.
+
+    The judge first says whether the reply is a refusal; a refusal is faithful and is correct only
+    when there is no reference answer. An answer is then checked for support by the passages and,
+    when there is a reference, for agreement with it (an answer to an unanswerable question is not
+    correct). ``refusal_right``: the judge's refusal verdict matches the reference's absence."""
     t0 = time.perf_counter()
-    raw = "".join(judge.stream(messages, GenParams(temperature=0.0, max_tokens=40)))
-    v = parse_verdicts(raw)
-    return Verdict(v["faithful"], v["correct"], v["refusal_right"], raw[:300], round(time.perf_counter() - t0, 2))
+    refused, raw = ask(judge, REFUSED.format(question=question, answer=answer))
+    faithful = correct = None
+    if refused is True:
+        faithful, correct = True, not references
+    elif refused is False:
+        shown = "\n\n".join(f"[{n}] {text[:max_passage_chars]}" for n, text in passages) or "(none)"
+        faithful, r2 = ask(judge, FAITHFUL.format(passages=shown, answer=answer))
+        raw += " | " + r2
+        if references:
+            correct, r3 = ask(judge, CORRECT.format(question=question, reference=" | ".join(references), answer=answer))
+            raw += " | " + r3
+        else:
+            correct = False
+    refusal_right = None if refused is None else refused == (not references)
+    return Verdict(faithful, correct, refusal_right, raw[:300], round(time.perf_counter() - t0, 2))
 
 
 def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> float | None:

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from eval.judge import parse_verdict
 from rag.text import detect_lang
 from rag.types import Chunk, GenParams
 
@@ -56,8 +57,6 @@ SYSTEM = "You write and check test questions for a search engine. Follow the rep
 
 _FIELD = re.compile(r"^\s*[*#>\-\s]*(question|q|질문|answer|a|답|정답)\s*[*]*\s*[:：]\s*[*]*\s*(.+?)\s*$",
                     re.IGNORECASE | re.MULTILINE)
-_YES = re.compile(r"\b(yes|예|네)\b|^\s*(yes|예|네)", re.IGNORECASE)
-_NO = re.compile(r"\b(no|아니오|아니요)\b|^\s*(no|아니오|아니요)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -155,13 +154,6 @@ def parse_reply(reply: str) -> tuple[str | None, str | None]:
     if question is None:  # a bare question without its label
         question = next((line.strip() for line in reply.splitlines() if line.strip().endswith("?")), None)
     return question or None, answer or None
-
-
-def parse_verdict(reply: str) -> bool | None:
-    """A judge's yes/no (English or Korean); None when the reply says neither or both."""
-    head = reply.strip()[:40]
-    yes, no = bool(_YES.search(head)), bool(_NO.search(head))
-    return yes if yes != no else None
 
 
 def normalize(text: str) -> str:

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from eval.answers import load_qa
-from eval.judge import agreement, cohen_kappa, judge_answer, parse_verdicts
+from eval.judge import agreement, cohen_kappa, judge_answer
 from eval.synth import (
     Deduper,
     SynthConfig,
@@ -173,16 +173,11 @@ def test_eval_generate_cli_plans_resumes_and_writes_a_set(fixture_index, tmp_pat
     assert clash.returncode != 0 and "other settings" in clash.stderr
 
 
-def test_judge_parser_survives_malformed_replies():
-    assert parse_verdicts('{"faithful": "yes", "correct": false, "refusal_right": 1}') == \
-        {"faithful": True, "correct": False, "refusal_right": True}
-    assert parse_verdicts("faithful: yes\ncorrect: NO\nrefusal_right: yes") == \
-        {"faithful": True, "correct": False, "refusal_right": True}
-    assert parse_verdicts("**Faithful:** Yes\n**Correct:** Yes\n**Refusal right**: No.") == \
-        {"faithful": True, "correct": True, "refusal_right": False}
-    broken = parse_verdicts('{"faithful": yes, correct: maybe')  # invalid JSON, half a line format
-    assert broken["faithful"] is True and broken["correct"] is None and broken["refusal_right"] is None
-    assert parse_verdicts("I think the answer is good.") == {"faithful": None, "correct": None, "refusal_right": None}
+def test_judge_verdicts_survive_malformed_replies():
+    assert parse_verdict("**Yes**, every statement is supported.") is True
+    assert parse_verdict("NO.") is False and parse_verdict("아니요, 다릅니다") is False
+    for reply in ("", "The answer mentions 1889.", "Yes/No", '{"verdict": maybe}'):
+        assert parse_verdict(reply) is None  # unreadable: counted as unparsed, never a number
 
 
 def test_kappa_and_agreement_by_hand():
@@ -199,6 +194,32 @@ def test_a_real_small_judge_returns_verdicts_or_none_never_nan(smollm2):
     assert v.raw and v.seconds > 0
     for value in (v.faithful, v.correct, v.refusal_right):
         assert value in (True, False, None)
+
+
+class Scripted:
+    """A judge whose replies are given: checks how the rubric combines the three questions."""
+
+    name = "scripted"
+
+    def __init__(self, *replies):
+        self.replies, self.prompts = list(replies), []
+
+    def stream(self, messages, params):
+        self.prompts.append(messages[-1]["content"])
+        yield self.replies.pop(0)
+
+
+def test_rubric_combines_the_refusal_support_and_reference_questions():
+    refusal = judge_answer(Scripted("Yes."), "Q?", ["1889"], [(1, PASSAGE)], "I don't know.")
+    assert (refusal.faithful, refusal.correct, refusal.refusal_right) == (True, False, False)
+    right_refusal = judge_answer(Scripted("yes"), "Q?", [], [(1, PASSAGE)], "I don't know.")
+    assert (right_refusal.correct, right_refusal.refusal_right) == (True, True)
+    judge = Scripted("No", "yes", "no")
+    answered = judge_answer(judge, "When?", ["1889"], [(1, PASSAGE)], "In 1890 [1].")
+    assert (answered.faithful, answered.correct, answered.refusal_right) == (True, False, True)
+    assert "Reference answer: 1889" in judge.prompts[2] and PASSAGE in judge.prompts[1]
+    unreadable = judge_answer(Scripted("Hmm"), "Q?", ["1889"], [], "In 1889.")
+    assert (unreadable.faithful, unreadable.correct, unreadable.refusal_right) == (None, None, None)
 
 
 @pytest.mark.slow
