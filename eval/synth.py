@@ -345,7 +345,44 @@ def finalize(items: Sequence[dict[str, Any]], index: Any, out: Path, config: Syn
                "seconds_per_item": (round(sum(i.get("seconds", 0) for i in items) / len(items), 2) if items else None),
                "distinct_words": distinct_ratio(kept)}
     (out / "generation.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_report(summary, out)
     return summary
+
+
+def write_report(summary: dict[str, Any], out: Path) -> None:
+    """``generation.md`` (what was kept, why the rest was dropped, the settings) and
+    ``generation.png`` (kept and dropped items by reason)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = summary["config"]
+    judged = summary["judged_answerable"]
+    lines = [f"# Generated test set: {summary['kept']} of {summary['items']} items kept", "",
+             "| | answerable | unanswerable (near-miss) |", "|---|---:|---:|",
+             f"| written | {summary['generated_answerable']} | {summary['generated_unanswerable']} |",
+             f"| kept | {summary['kept_answerable']} | {summary['kept_unanswerable']} |", "",
+             "| dropped because | items |", "|---|---:|"]
+    lines += [f"| {reason} | {n} |" for reason, n in summary["dropped"].items()] or ["| (nothing dropped) | 0 |"]
+    lines += ["", f"Judged answerable by the judge: {'–' if judged is None else f'{100 * judged:.0f} %'}; "
+              f"distinct words of the kept questions: {summary['distinct_words']}; languages: {summary['languages']}.",
+              f"Generator {summary.get('model')}, judge {summary.get('judge')}; temperature {c['temperature']}, "
+              f"top_p {c['top_p']}, seed {c['seed']}, {c['n']} chunks, prompts {c['prompt_version']}; "
+              f"{summary['seconds_per_item']} s per item.", ""]
+    if summary.get("command"):
+        lines.append(f"Command: `{summary['command']}`\n")
+    (out / "generation.md").write_text("\n".join(lines), encoding="utf-8")
+    labels = ["kept"] + list(summary["dropped"])
+    values = [summary["kept"]] + list(summary["dropped"].values())
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    bars = ax.barh(labels[::-1], values[::-1], color=["C3"] * (len(values) - 1) + ["C2"])
+    ax.bar_label(bars, fontsize=8)
+    ax.set_xlabel("items")
+    ax.set_title(f"Generated set: {summary['kept']} of {summary['items']} items kept", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "generation.png", dpi=110)
+    plt.close(fig)
 
 
 def distinct_ratio(items: Sequence[dict[str, Any]]) -> float | None:

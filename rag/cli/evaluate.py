@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -239,10 +238,8 @@ def generate(
     meta = {"model": generator.name, "judge": checker.name if checker else None, "index": str(index or settings.index_dir),
             "seconds": round(time.perf_counter() - t0, 1),
             "command": "rag eval " + " ".join(shlex.quote(a) for a in sys.argv[2:])}
-    summary = finalize(items, backend, out, config, meta)
-    typer.echo(json.dumps({k: summary[k] for k in ("items", "kept", "kept_answerable", "kept_unanswerable",
-                                                   "judged_answerable", "dropped", "distinct_words")},
-                          ensure_ascii=False))
+    finalize(items, backend, out, config, meta)
+    typer.echo((out / "generation.md").read_text())
     typer.echo(f"wrote {out}/queries.jsonl, qrels/test.tsv, corpus.jsonl: "
                f"rag eval retrieval --dataset {out}; rag eval answers --dataset {out}")
 

@@ -145,6 +145,9 @@ def test_finalized_set_is_a_beir_directory_the_evals_read(fixture_index, tmp_pat
              {**base, "key": "8:a", "kind": "answerable", "question": None, "answer": None, "dropped": "unparsed"}]
     summary = finalize(items, index, tmp_path, SynthConfig(n=4), {"model": "test"})
     assert summary["kept"] == 2 and summary["dropped"] == {"duplicate": 1, "unparsed": 1}
+    report = (tmp_path / "generation.md").read_text()
+    assert "2 of 4 items kept" in report and "| duplicate | 1 |" in report
+    assert (tmp_path / "generation.png").stat().st_size > 1000
     data = load_beir(tmp_path, "test")
     assert list(data.qrels.values()) == [{chunk.doc_id: 1}]  # the answerable one, to its document
     name, docs, qa = load_qa(tmp_path)
