@@ -119,7 +119,7 @@ def test_eval_answers_end_to_end_with_smollm2(tmp_path):
     assert out.with_suffix(".png").stat().st_size > 1000
     assert result["settings"]["max_tokens"] == 48
     judge = m["judges"]["smollm2"]  # the tiny model as its own judge: plumbing, not quality
-    assert judge["judged"] == 4 and judge["rubric"] == "judge-v1"
+    assert judge["judged"] == 4 and judge["rubric"] == "judge-v2"
     assert all(set(rec["judged"]["smollm2"]) >= {"faithful", "correct", "refusal_right"} for rec in result["records"])
     assert judge["vs_refusal_gold"]["n"] + judge["vs_refusal_gold"]["unparsed"] == 4
     assert "LLM judges" in out.with_suffix(".md").read_text()
