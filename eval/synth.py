@@ -105,7 +105,7 @@ def sample_chunks(index: Any, n: int, seed: int = 13, min_chars: int = 200,
     rng = random.Random(seed)
     doc_ids = [d["doc_id"] for d in all_documents(index) if keep_doc is None or keep_doc(d["doc_id"])]
     rng.shuffle(doc_ids)
-    pools: dict[str, list[int]] = {}
+    pools: dict[str, list[tuple[int, Chunk]]] = {}
     chosen: list[tuple[int, Chunk]] = []
     for _round in range(8):
         progressed = False
@@ -115,11 +115,10 @@ def sample_chunks(index: Any, n: int, seed: int = 13, min_chars: int = 200,
             if doc_id not in pools:
                 ids = sorted(index.chunk_ids_of_docs([doc_id]))
                 chunks = index.chunks_by_ids(ids)
-                pools[doc_id] = [i for i in ids if len(chunks[i].text) >= min_chars]
+                pools[doc_id] = [(i, chunks[i]) for i in ids if len(chunks[i].text) >= min_chars]
                 rng.shuffle(pools[doc_id])
             if pools[doc_id]:
-                cid = pools[doc_id].pop()
-                chosen.append((cid, index.chunks_by_ids([cid])[cid]))
+                chosen.append(pools[doc_id].pop())
                 progressed = True
         if not progressed:
             break
