@@ -1,5 +1,6 @@
-"""The web UI at ``/ui`` (Gradio, mounted on the FastAPI app): a streamed, cited chat and the
-documents of a collection, on the same engines as the HTTP API.
+"""The web UI at ``/ui`` (Gradio, mounted on the FastAPI app): a streamed, cited chat, the
+documents of a collection and, for an admin key, creating and deleting collections, on the same
+engines as the HTTP API.
 
 Answers and passages are shown as plain text (no Markdown, no HTML: the chat's messages are
 HTML-escaped, answer sentences in the status line sit in code spans), so that a document can put no
@@ -12,6 +13,7 @@ from __future__ import annotations
 import html
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
@@ -137,6 +139,32 @@ def _delete(engine: Engine, doc_id: str) -> tuple[str, list[list]]:
     return f"Removed `{doc_id.replace('`', '')}`; index version {report.version}.", _documents(engine)
 
 
+def _create_collection(registry: Registry, principal: Principal, name: str, embedder: str) -> tuple[str, Any]:
+    """Create a collection (admin keys only) and select it; the status line says what happened."""
+    name = (name or "").strip()
+    if not principal.admin:
+        return "Only an admin key may create or delete collections.", gr.update()
+    try:
+        registry.create(name, {"embedder": embedder} if embedder and embedder != "auto" else {})
+    except RagError as exc:
+        return f"**Error** — {exc}", gr.update()
+    return (f"Created collection `{name}`: add its documents in the Documents tab.",
+            gr.update(choices=registry.visible(principal), value=name))
+
+
+def _delete_collection(registry: Registry, principal: Principal, name: str) -> tuple[str, Any]:
+    """Delete the collection named in the box (admin keys only; the default one cannot be deleted)."""
+    name = (name or "").strip()
+    if not principal.admin:
+        return "Only an admin key may create or delete collections.", gr.update()
+    try:
+        registry.delete(name)
+    except RagError as exc:
+        return f"**Error** — {exc}", gr.update()
+    return (f"Deleted collection `{name}`, its documents and every key's grant on it.",
+            gr.update(choices=registry.visible(principal), value=DEFAULT))
+
+
 ADMIN_USER = "admin"
 
 
@@ -160,7 +188,7 @@ def login_check(registry: Registry) -> Callable[[str, str], bool]:
 
 
 def build_ui(registry: Registry) -> gr.Blocks:
-    """The page: a collection to work in, a Chat tab and a Documents tab, each request checked
+    """The page: a collection to work in, a Chat, a Documents and a Collections tab, each request checked
     against the logged-in key's grants (a collection it may not read is not offered)."""
     def engine_for(collection: str, request: gr.Request | None, level: str = "read") -> Engine:
         principal = principal_of(registry, getattr(request, "username", None))
@@ -198,6 +226,12 @@ def build_ui(registry: Registry) -> gr.Blocks:
         except RagError as exc:
             return f"**Error** — {exc}", documents(collection, request)
 
+    def create_collection(name: str, embedder: str, request: gr.Request):
+        return _create_collection(registry, principal_of(registry, getattr(request, "username", None)), name, embedder)
+
+    def delete_collection(name: str, request: gr.Request):
+        return _delete_collection(registry, principal_of(registry, getattr(request, "username", None)), name)
+
     with gr.Blocks(title="rag-service") as ui:
         with gr.Row():
             gr.Markdown("## Ask your documents\nAnswers cite the passages they use, or say that the documents do not "
@@ -225,6 +259,17 @@ def build_ui(registry: Registry) -> gr.Blocks:
             with gr.Row():
                 doc_id = gr.Textbox(label="Document id", elem_id="delete-id", scale=4)
                 remove = gr.Button("Delete", variant="stop", elem_id="delete", scale=1)
+        with gr.Tab("Collections", elem_id="collections-tab"):
+            gr.Markdown("Each collection has its own documents, index and embedder. Creating and deleting "
+                        "collections needs an admin key; grant other keys access with `rag keys create`.")
+            with gr.Row():
+                new_name = gr.Textbox(label="Collection name (a-z, 0-9, - and _)", elem_id="collection-name", scale=3)
+                new_embedder = gr.Dropdown(label="Embedder", choices=["auto", "minilm", "e5-small"], value="auto",
+                                           elem_id="collection-embedder", scale=1)
+            with gr.Row():
+                create = gr.Button("Create", variant="primary", elem_id="create-collection")
+                drop = gr.Button("Delete", variant="stop", elem_id="delete-collection")
+            collection_status = gr.Markdown(elem_id="collection-status")
 
         outputs = [chatbot, question, status, sources, passage, turns, passages]
         cleared = lambda: ([], "", "", gr.update(choices=[], value=None), "", [], {})  # noqa: E731
@@ -236,6 +281,8 @@ def build_ui(registry: Registry) -> gr.Blocks:
         new.click(cleared, None, outputs)
         add.click(upload, [collection, files], [doc_status, table])
         remove.click(delete, [collection, doc_id], [doc_status, table])
+        create.click(create_collection, [new_name, new_embedder], [collection_status, collection])
+        drop.click(delete_collection, [new_name], [collection_status, collection])
     return ui
 
 

@@ -159,6 +159,10 @@ class Settings(BaseSettings):
         "auto", description="Follow-up questions: rewrite into a standalone search query with the LLM 'auto' (when "
         "the question leans on the conversation: pronouns, 'what about ...', very short), 'always' or 'never'. A "
         "question without history is never rewritten.")
+    reader_question: Literal["rewritten", "typed"] = Field(
+        "rewritten", description="The question the answer prompt shows for a rewritten follow-up: 'rewritten' "
+        "shows the standalone rewrite (it names what 'it' refers to, so a small model connects the follow-up "
+        "with the passages), 'typed' the follow-up as the user wrote it.")
     history_turns: int = Field(6, ge=0, le=50, description="Earlier messages of a conversation (user and assistant) "
                                "shown to the rewrite and the answer, most recent first.")
     history_tokens: int = Field(600, ge=0, le=8000, description="Token budget of those messages in a prompt; the "

@@ -127,7 +127,8 @@ class AnswerPipeline:
         question_copies = 2 if s.prompt_version == 2 else 1  # v2 repeats the question after the passages
         examples = self._examples_cost(lang) if s.prompt_version == 3 else 0
         context = history_block(history, lang)  # history: already bounded by prepare
-        q_tokens = self.generator.count_tokens(question)
+        asked = self._reader_question(question, query)
+        q_tokens = self.generator.count_tokens(asked)
         budget = (s.llm_context_tokens - reserve - PROMPT_OVERHEAD_TOKENS - examples - question_copies * q_tokens
                   - (self.generator.count_tokens(context) if context else 0))
         if budget < MIN_PASSAGE_TOKENS:
@@ -140,7 +141,15 @@ class AnswerPipeline:
         if s.passage_instructions == "drop":  # the model never reads an instruction a document holds
             candidates = [(drop_instructions(t)[0], drop_instructions(x)[0]) for t, x in candidates]
         packed = pack(candidates, self.generator.count_tokens, budget)
-        return list(result.hits[: len(packed)]), build_messages(question, packed, lang, s.prompt_version, context)
+        return list(result.hits[: len(packed)]), build_messages(asked, packed, lang, s.prompt_version, context)
+
+    def _reader_question(self, question: str, query: str) -> str:
+        """The question the answer prompt shows: a follow-up's standalone rewrite when there is one
+        (``reader_question``). The fallback query (the previous question followed by this one) is no
+        question to answer, so then the follow-up as typed."""
+        if self.settings.reader_question == "typed" or query == question or query.endswith(question.strip()):
+            return question
+        return query
 
     def _query_terms(self, question: str, query: str) -> set[str]:
         """The analysed terms of the question and of its standalone rewrite (a follow-up's "it" is

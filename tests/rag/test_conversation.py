@@ -91,7 +91,36 @@ def test_a_follow_up_is_searched_as_its_rewrite_and_answered_with_the_history(re
     assert "What is reciprocal rank fusion?" in rewrite_prompt[-1]["content"]
     user = answer_prompt[-1]["content"]
     assert user.startswith("Conversation so far") and "[1][2]" not in user  # earlier citations removed
-    assert user.index("Conversation so far") < user.index("<passage") < user.index("What value of it is usual?")
+    # the reader is asked the standalone rewrite, which names what "it" is
+    assert user.index("Conversation so far") < user.index("<passage") < user.index(
+        "Question: Reciprocal rank fusion k constant value")
+
+
+def test_the_reader_can_be_shown_the_follow_up_as_typed(retriever, smollm2):
+    llm = SampledLLM(["Reciprocal rank fusion k constant value", "The constant k is usually 60 [1]."],
+                     smollm2.count_tokens)
+    settings = Settings(_env_file=None, llm_context_tokens=2048, max_tokens=48, reader_question="typed")
+    pipe = AnswerPipeline(retriever, llm, settings)
+    messages = []
+    real_stream = llm.stream
+    llm.stream = lambda m, p: (messages.append(m), real_stream(m, p))[1]
+    answer = pipe.answer("What value of it is usual?", history=HISTORY)
+    assert answer.rewritten and "Question: What value of it is usual?" in messages[-1][-1]["content"]
+    assert "Question: Reciprocal rank fusion" not in messages[-1][-1]["content"]
+
+
+def test_a_fallback_query_is_not_put_to_the_reader(retriever, smollm2):
+    """When the rewrite answered instead of restating ("1998"), the search query is the previous
+    question plus the follow-up: the reader sees the follow-up as typed, not that concatenation."""
+    llm = SampledLLM(["1998", "The constant k is usually 60 [1]."], smollm2.count_tokens)
+    pipe = AnswerPipeline(retriever, llm, Settings(_env_file=None, llm_context_tokens=2048, max_tokens=48))
+    messages = []
+    real_stream = llm.stream
+    llm.stream = lambda m, p: (messages.append(m), real_stream(m, p))[1]
+    answer = pipe.answer("What value of it is usual?", history=HISTORY)
+    assert answer.query == "What is reciprocal rank fusion? What value of it is usual?"
+    user = messages[-1][-1]["content"]
+    assert "Question: What value of it is usual?" in user and "Question: What is reciprocal" not in user
 
 
 def test_a_first_question_costs_no_rewrite_call(retriever, smollm2):
