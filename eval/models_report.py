@@ -170,6 +170,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def release(generator: Any) -> None:
     """Free a local model before loading the next (two 1.5B models need not share RAM)."""
-    if hasattr(generator, "_llm"):
-        generator._llm = None
+    close = getattr(generator, "close", None)
+    if callable(close):
+        close()
     gc.collect()

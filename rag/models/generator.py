@@ -89,6 +89,13 @@ class LlamaCppGenerator:
             # with the last prompt) restores it and evaluates only the rest.
             self._llm.set_cache(LlamaRAMCache(capacity_bytes=self._cache_mb << 20))
 
+    def close(self) -> None:
+        """Free the model's memory (weights, context, saved states); the next call loads it again."""
+        with self._lock:
+            llm, self._llm = self._llm, None
+        if llm is not None and hasattr(llm, "close"):
+            llm.close()
+
     def count_tokens(self, text: str) -> int:
         self.load()
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))

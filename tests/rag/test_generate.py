@@ -64,3 +64,18 @@ def test_silent_backend_times_out_as_504():
         for c in conns:
             c.close()
         srv.close()
+
+
+def test_a_local_model_closed_frees_its_weights_and_loads_again_on_use():
+    """`rag eval models` runs one model after another: closing one must free it, and a later call
+    must still work (it loads the model again)."""
+    from rag.models.generator import LlamaCppGenerator
+    from rag.models.gguf import resolve_gguf
+
+    gen = LlamaCppGenerator(str(resolve_gguf("smollm2")), "smollm2", n_ctx=512, threads=2)
+    n = gen.count_tokens("Reciprocal rank fusion")
+    assert gen._llm is not None
+    gen.close()
+    assert gen._llm is None
+    gen.close()  # twice is harmless
+    assert gen.count_tokens("Reciprocal rank fusion") == n
