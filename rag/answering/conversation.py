@@ -103,9 +103,16 @@ def _content_terms(text: str) -> list[str]:
     return [w[:2] if re.match(r"[\uac00-\ud7a3]", w) else w for w in words if w not in _NOT_CONTENT and len(w) > 1]
 
 
+_QUESTION_END = ("?", "？")
+_STATEMENT_END = (".", "。")
+
+
 def keeps_question(rewrite: str, question: str) -> bool:
     """A rewrite must restate the question, so it keeps at least half of its content words; an
-    answer in place of a query ("1998", "France") does not."""
+    answer in place of a query ("1998", "France") does not, and neither does a statement made of
+    a question ("The package is scipy.stats.", "패키지는 scipy.stats입니다.")."""
+    if question.rstrip().endswith(_QUESTION_END) and rewrite.rstrip().endswith(_STATEMENT_END):
+        return False
     terms = _content_terms(question)
     low = rewrite.lower()
     return not terms or sum(t in low for t in terms) >= len(terms) / 2

@@ -38,6 +38,12 @@ def test_rewrite_output_is_cleaned_or_falls_back_to_the_conversation():
     assert clean_rewrite("   \n  ", q, HISTORY) == fallback  # empty
     assert clean_rewrite("x" * 500, q, HISTORY) == fallback  # implausibly long
     assert clean_rewrite("1998", q, HISTORY) == fallback  # an answer, not a query
+    # an answer that repeats the question's words is a statement, not a query
+    assert clean_rewrite("Reciprocal rank fusion was introduced in 2009.", q, HISTORY) == fallback
+    ko_q = "그걸 계산하는 파이썬 패키지는 뭐예요?"
+    assert clean_rewrite("파이썬에서 코헨의 카파를 계산하는 패키지는 `scipy.stats`입니다.", ko_q) == ko_q
+    assert clean_rewrite("파이썬에서 코헨의 카파를 계산하는 패키지는 뭐예요?", ko_q) == \
+        "파이썬에서 코헨의 카파를 계산하는 패키지는 뭐예요?"
     assert clean_rewrite("France", "Which country received the most refugees?") == \
         "Which country received the most refugees?"  # no history: the question itself
     assert needs_rewrite("And how many ships?", HISTORY)
