@@ -315,8 +315,8 @@ def _report_totals(report: IngestReport, index: Index) -> None:
     report.documents_total = int(index.manifest["counts"]["documents"])
 
 
-def ingest_dataset(data: RetrievalSet, index_dir: Path | str, settings: Settings, progress: bool = True
-                   ) -> IngestReport:
+def ingest_dataset(data: RetrievalSet, index_dir: Path | str, settings: Settings, progress: bool = True,
+                   embedder: Embedder | None = None) -> IngestReport:
     """Ingest a labelled data set's corpus into ``index_dir`` (incremental: an up-to-date index is reused)."""
     paths = [data.corpus_path] if data.corpus_path else []
-    return ingest(paths, index_dir, settings, documents=data.documents, progress=progress)
+    return ingest(paths, index_dir, settings, documents=data.documents, progress=progress, embedder=embedder)

@@ -84,6 +84,7 @@ class IndexBackend(Protocol):
     bm25: Any
     dense: Any  # .search(vector, k, allowed) -> (ids, scores)
     tokenizer: Any  # callable: text -> list of BM25 terms
+    remote: bool  # searches are calls to a server: the retriever overlaps the BM25 and dense calls
 
     @property
     def version(self) -> int: ...

@@ -461,6 +461,8 @@ class MilvusIndex(ManifestFacts):
     """A committed version of an index in Milvus (the :class:`rag.protocols.IndexBackend` read side).
     Thread-safe for concurrent queries."""
 
+    remote = True  # every search is a call to the Milvus server: the retriever overlaps BM25 and dense
+
     def __init__(self, store: MilvusStore, manifest: dict[str, Any], stats: BM25Stats,
                  pending: Sequence[int] = ()) -> None:
         self.store = store

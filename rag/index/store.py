@@ -107,6 +107,8 @@ class ManifestFacts:
 class Index(ManifestFacts):
     """A committed index version, loaded read-only. Thread-safe for concurrent queries."""
 
+    remote = False  # searches run in this process
+
     def __init__(self, path: Path, manifest: dict[str, Any], db: sqlite3.Connection, bm25: BM25Index,
                  dense: DenseIndex, terms: TermMatrix) -> None:
         self.path = path

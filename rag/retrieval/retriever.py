@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
@@ -20,6 +21,8 @@ from rag.text import detect_lang
 from rag.types import Filters, Hit, SearchResult
 
 MODES = ("bm25", "dense", "hybrid")
+# BM25 calls to a remote index run here while the calling thread embeds the query (see _first_stages).
+_FIRST_STAGES = ThreadPoolExecutor(max_workers=8, thread_name_prefix="bm25")
 
 
 def _ranks(ids: Sequence[int]) -> dict[int, int]:
@@ -63,9 +66,8 @@ class HybridRetriever:
         if filters:
             with _timed(timings, "filter"):
                 allowed_ids = self.index.allowed_chunk_ids(filters)
-        bm25 = self._bm25(query, n, allowed_ids, timings) if mode in ("bm25", "hybrid") else {}
         dense_used = mode == "dense" or (mode == "hybrid" and self.dense_supports(lang))
-        dense = self._dense(query, n, allowed_ids, timings) if dense_used else {}
+        bm25, dense = self._first_stages(query, n, allowed_ids, timings, mode in ("bm25", "hybrid"), dense_used)
         with _timed(timings, "fuse"):
             fused = self._fuse(mode, bm25, dense)
         rerank_scores: dict[int, float] = {}
@@ -88,6 +90,18 @@ class HybridRetriever:
         if do_rerank and self.reranker is None:
             raise InvalidRequestError("reranking requested but no reranker is configured (RAG_RERANKER)")
         return do_rerank
+
+    def _first_stages(self, query: str, n: int, allowed_ids: np.ndarray | None, timings: dict[str, float],
+                      use_bm25: bool, use_dense: bool) -> tuple[dict[int, float], dict[int, float]]:
+        """(BM25 list, dense list). On an index whose searches are calls to a server (``remote``,
+        Milvus), the BM25 call runs while the query is embedded and searched densely: the two round
+        trips overlap instead of adding up."""
+        if use_bm25 and use_dense and getattr(self.index, "remote", False):
+            pending = _FIRST_STAGES.submit(self._bm25, query, n, allowed_ids, timings)
+            dense = self._dense(query, n, allowed_ids, timings)
+            return pending.result(), dense
+        bm25 = self._bm25(query, n, allowed_ids, timings) if use_bm25 else {}
+        return bm25, (self._dense(query, n, allowed_ids, timings) if use_dense else {})
 
     def _bm25(self, query: str, n: int, allowed_ids: np.ndarray | None, timings: dict[str, float]
               ) -> dict[int, float]:

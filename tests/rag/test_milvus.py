@@ -58,6 +58,24 @@ def test_same_hits_as_the_file_backend_in_english_and_korean(e5_pair, mode):
     assert _top(milvus, KO[0], mode)[0][0].startswith("ko/bm25-ko.md")
 
 
+def test_hybrid_search_on_milvus_overlaps_the_bm25_call_with_the_dense_one(e5_pair, monkeypatch):
+    """The BM25 round trip runs on another thread while the query is embedded and searched
+    densely; the file backend (in-process) stays on the caller's thread. Hits are unchanged."""
+    import threading
+
+    seen = {}
+    for backend, retriever in e5_pair.items():
+        real = retriever.index.bm25.search
+
+        def search(*args, _real=real, _backend=backend, **kw):
+            seen[_backend] = threading.current_thread().name
+            return _real(*args, **kw)
+
+        monkeypatch.setattr(retriever.index.bm25, "search", search)
+    _same_hits(_top(e5_pair["files"], EN[0], "hybrid"), _top(e5_pair["milvus"], EN[0], "hybrid"))
+    assert seen["milvus"].startswith("bm25") and seen["files"] == threading.current_thread().name
+
+
 def test_gate_ceiling_idf_and_tokenizer_match(e5_pair):
     files, milvus = e5_pair["files"].index, e5_pair["milvus"].index
     assert milvus.tokenizer.config() == files.tokenizer.config()
