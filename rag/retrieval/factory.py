@@ -42,7 +42,7 @@ def load_embedder(name: str, settings: Settings, reuse: Embedder | None = None) 
     """The embedder ``name`` loaded now (so that no query pays for it), or ``reuse`` when it is that one."""
     if reuse is not None and reuse.name == name:
         return reuse
-    embedder = make_embedder(name, settings.embed_threads, settings.e5_engine)
+    embedder = make_embedder(name, settings.embed_threads, settings.e5_engine, settings.embed_precision)
     embedder.load()
     return embedder
 

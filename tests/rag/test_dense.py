@@ -46,3 +46,25 @@ def test_inner_product_equals_cosine_on_normalised_vectors():
 def test_empty_index_search():
     idx = DenseIndex.create(4)
     assert idx.search(np.ones(4, dtype=np.float32), 3)[0].size == 0
+
+
+def test_bfloat16_embeddings_stay_interchangeable_with_float32(embedder):
+    """RAG_EMBED_PRECISION=bf16 (the default 'auto' on CPUs with AVX512-BF16): an index built in one
+    precision is searched with queries embedded in the other, so the vectors must agree closely."""
+    import numpy as np
+
+    from rag.models.e5_torch import cpu_has_bf16
+    from rag.models.embedder import make_embedder
+
+    bf16 = make_embedder("minilm", threads=2, precision="bf16")
+    texts = ["BM25 saturates term frequency with k1.", "Reciprocal rank fusion sums 1/(k + rank).",
+             "형태소 분석기는 한국어 문장을 형태소로 나눕니다."]
+    a, b = embedder.embed_documents(texts), bf16.embed_documents(texts)
+    assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
+    assert (a * b).sum(1).min() > 0.999
+    assert float(np.linalg.norm(bf16.embed_query("k1 in BM25"))) == pytest.approx(1.0, abs=1e-3)
+    auto = make_embedder("minilm", threads=2, precision="auto")
+    auto.load()
+    assert auto.precision == ("bf16" if cpu_has_bf16() else "fp32")
+    with pytest.raises(Exception, match="precision"):
+        make_embedder("minilm", precision="fp8")
