@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +166,89 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def compare(sets: Sequence[tuple[str, list, Any]], plans: Sequence[tuple[str, Any, dict[str, Any] | None]],
+            judges: Sequence[Any], price_in: float | None, price_out: float | None, with_perplexity: bool,
+            progress: bool = True, on_skip: Callable[[str, str], None] = lambda name, why: None) -> dict[str, Any]:
+    """Each plan's generator through the same answer eval on every set.
+
+    ``sets`` are (name, questions, retriever); ``plans`` (name, settings, remote facts or None for a
+    local model); ``judges`` the settings of the local judge models (the first fills the table). A
+    model that cannot be loaded is skipped (``on_skip``); none loaded is a ConfigError. Local models
+    are released before the next one loads."""
+    from eval.answers import run
+    from eval.common import cpu_info
+    from rag.answering.pipeline import AnswerPipeline
+    from rag.errors import ConfigError
+    from rag.models.generator import make_generator
+
+    checkers = [make_generator(j) for j in judges]
+    for c in checkers:
+        c.load()
+    checker = checkers[0] if checkers else None
+    pooled: dict[str, list[dict]] = {}  # data set -> every model's records, for the judges' agreement
+    rows, skipped = [], {}
+    for name, s, remote_facts in plans:
+        try:
+            generator = make_generator(s)
+            before = rss_bytes()
+            generator.load()
+        except ConfigError as exc:
+            skipped[name] = str(exc)
+            on_skip(name, str(exc))
+            continue
+        ram = (rss_bytes() - before) if remote_facts is None and before is not None else None
+        row = {"model": name, "facts": facts_of(generator, name, remote_facts), "ram_bytes": ram, "datasets": []}
+        for set_name, chosen, retriever in sets:
+            res = run(AnswerPipeline(retriever, generator, s), set_name, chosen, keep_text=False,
+                      progress=progress, judges=checkers)
+            pooled.setdefault(set_name, []).extend(res["records"])
+            local = remote_facts is None
+            row["datasets"].append({"dataset": set_name, "questions": len(chosen),
+                                    "quality": quality(res["metrics"], checker.name if checker else None),
+                                    "speed": speed(res["records"]),
+                                    "cost": cost_per_1000(res["records"], s.llm_threads if local else 0,
+                                                          None if local else price_in, None if local else price_out)})
+        if remote_facts is None:
+            release(generator)
+            if with_perplexity:
+                row["perplexity"] = local_perplexity(name)
+        rows.append(row)
+    if not rows:
+        raise ConfigError(f"no model could be loaded: {skipped}")
+    remote = any(r is not None for _, _, r in plans)
+    return {"models": rows, "skipped": skipped, "judge": checker.name if checker else None,
+            "judge_agreement": judge_agreement(pooled),
+            "prices": f"in {price_in}, out {price_out} USD per 1M tokens" if remote else "no remote model",
+            "cpu": cpu_info()}
+
+
+def judge_agreement(pooled: dict[str, list[dict]]) -> dict[str, dict[str, object]]:
+    """Per data set and judge, over every model's answers: agreement with the gold-based metrics."""
+    from eval.answers import Record, judge_summary
+
+    fields = set(Record.__dataclass_fields__)
+    out = {}
+    for name, records in pooled.items():
+        summary = judge_summary([Record(**{k: v for k, v in r.items() if k in fields}) for r in records])
+        out[name] = {j: {k: v[k] for k in ("judged", "unparsed", "vs_contains_gold", "vs_refusal_gold")}
+                     for j, v in summary.items()}
+    return out
+
+
+def local_perplexity(model: str) -> dict[str, dict[str, float]]:
+    """Perplexity and bits per byte per language on a small bundled sample (2 texts x 256 tokens)."""
+    from eval.perplexity import corpus_sample, load_llama
+    from eval.perplexity import perplexity as measure
+
+    llm = load_llama(model, 512)
+    try:
+        res = measure(llm, corpus_sample(Path("corpus"), per_lang=2), max_tokens=256)
+    finally:
+        del llm
+    return {lang: {"ppl_bits": round(sc.ppl_bits, 3), "bits_per_byte": round(sc.bits_per_byte, 4),
+                   "tokens": sc.tokens} for lang, sc in res.by_lang.items()}
 
 
 def release(generator: Any) -> None:

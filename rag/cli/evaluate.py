@@ -267,11 +267,9 @@ def models(
     perplexity and cost per 1,000 questions; one table and a quality-versus-latency plot."""
     import time
 
-    from eval.answers import load_qa, run, select
-    from eval.common import cpu_info
-    from eval.models_report import cost_per_1000, facts_of, quality, release, rss_bytes, speed, write_report
+    from eval.answers import load_qa, select
+    from eval.models_report import compare, write_report
     from ingest.pipeline import ingest
-    from rag.answering.pipeline import AnswerPipeline
     from rag.models.generator import make_generator
     from rag.retrieval.factory import build_retriever
 
@@ -290,74 +288,16 @@ def models(
         ingest([], index_dir, settings, documents=docs, progress=not quiet)
         sets.append((name, chosen, build_retriever(settings, index_dir)))
     judge_names = [j for j in (judge or ["qwen2.5-1.5b"]) if j.lower() != "none"]
-    checkers = [make_generator(with_options(local, llm_model=j)) for j in judge_names]
-    for c in checkers:
-        c.load()
-    checker = checkers[0] if checkers else None
-    pooled: dict[str, list[dict]] = {}  # data set -> every model's records, for the judges' agreement
     plans = [(m.strip(), with_options(local, llm_model=m.strip()), None) for m in candidates.split(",") if m.strip()]
     if remote:
         plans.append((make_generator(settings).name, settings, {"licence": remote_licence, "open": remote_open}))
-    rows, skipped = [], {}
-    for name, s, remote_facts in plans:
-        try:
-            generator = make_generator(s)
-            before = rss_bytes()
-            generator.load()
-        except ConfigError as exc:
-            skipped[name] = str(exc)
-            typer.echo(f"skipping {name}: {exc}", err=True)
-            continue
-        ram = (rss_bytes() - before) if remote_facts is None and before is not None else None
-        row = {"model": name, "facts": facts_of(generator, name, remote_facts), "ram_bytes": ram, "datasets": []}
-        for set_name, chosen, retriever in sets:
-            res = run(AnswerPipeline(retriever, generator, s), set_name, chosen, keep_text=False,
-                      progress=not quiet, judges=checkers)
-            pooled.setdefault(set_name, []).extend(res["records"])
-            threads = s.llm_threads if remote_facts is None else 0
-            row["datasets"].append({"dataset": set_name, "questions": len(chosen),
-                                    "quality": quality(res["metrics"], checker.name if checker else None),
-                                    "speed": speed(res["records"]),
-                                    "cost": cost_per_1000(res["records"], threads, price_in if remote_facts is not None else None,
-                                                          price_out if remote_facts is not None else None)})
-        if remote_facts is None:
-            release(generator)
-            if perplexity:
-                row["perplexity"] = local_perplexity(name)
-        rows.append(row)
-    if not rows:
-        usage_error(f"no model could be loaded: {skipped}")
-    result = {"models": rows, "skipped": skipped, "judge": checker.name if checker else None,
-              "judge_agreement": judge_agreement(pooled),
-              "prices": f"in {price_in}, out {price_out} USD per 1M tokens" if remote else "no remote model",
-              "cpu": cpu_info(), "seconds": round(time.perf_counter() - t0, 1),
-              "command": "rag eval " + " ".join(shlex.quote(a) for a in sys.argv[2:])}
+    judges = [with_options(local, llm_model=j) for j in judge_names]
+    try:
+        result = compare(sets, plans, judges, price_in if remote else None, price_out if remote else None,
+                         perplexity, progress=not quiet, on_skip=lambda n, e: typer.echo(f"skipping {n}: {e}", err=True))
+    except ConfigError as exc:
+        usage_error(str(exc))
+    result.update(seconds=round(time.perf_counter() - t0, 1),
+                  command="rag eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
     write_report(result, out)
     typer.echo(out.with_suffix(".md").read_text())
-
-
-def judge_agreement(pooled: dict[str, list[dict]]) -> dict[str, dict[str, object]]:
-    """Per data set and judge, over every model's answers: agreement with the gold-based metrics."""
-    from eval.answers import Record, judge_summary
-
-    fields = set(Record.__dataclass_fields__)
-    out = {}
-    for name, records in pooled.items():
-        summary = judge_summary([Record(**{k: v for k, v in r.items() if k in fields}) for r in records])
-        out[name] = {j: {k: v[k] for k in ("judged", "unparsed", "vs_contains_gold", "vs_refusal_gold")}
-                     for j, v in summary.items()}
-    return out
-
-
-def local_perplexity(model: str) -> dict[str, dict[str, float]]:
-    """Perplexity and bits per byte per language on a small bundled sample (2 texts x 256 tokens)."""
-    from eval.perplexity import corpus_sample, load_llama
-    from eval.perplexity import perplexity as measure
-
-    llm = load_llama(model, 512)
-    try:
-        res = measure(llm, corpus_sample(Path("corpus"), per_lang=2), max_tokens=256)
-    finally:
-        del llm
-    return {lang: {"ppl_bits": round(sc.ppl_bits, 3), "bits_per_byte": round(sc.bits_per_byte, 4),
-                   "tokens": sc.tokens} for lang, sc in res.by_lang.items()}
