@@ -132,7 +132,7 @@ def answers(
 def chat(
     conversations: Annotated[Path, typer.Option(help="Conversation set (JSON Lines; eval/data/conversations.md).")] = Path("eval/data/conversations.jsonl"),
     corpus: Annotated[Path, typer.Option(help="The documents of 'bundled' conversations.")] = Path("corpus"),
-    squad: Annotated[Optional[Path], typer.Option(help="SQuAD 2.0 JSON for 'squad' conversations (skipped when absent).")] = Path("../shared/data/squad2_dev/dev-v2.0.json"),
+    squad: Annotated[Optional[Path], typer.Option(help="The documents of 'squad' conversations: SQuAD 2.0 JSON (its paragraphs), or a BEIR corpus.jsonl with the same paragraph ids, e.g. all 1,204 of the SQuAD dev BEIR view for a larger haystack (skipped when absent).")] = Path("../shared/data/squad2_dev/dev-v2.0.json"),
     modes: Annotated[str, typer.Option(help="Rewrite modes to compare (comma list of never, auto, always).")] = "never,auto",
     answers: Annotated[bool, typer.Option("--answers/--no-answers", help="Generate every answer (slow) or only rewrite and retrieve.")] = True,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N conversations.")] = None,
@@ -156,7 +156,9 @@ def chat(
     generator = make_generator(settings)
     generator.load()
     sources = {"bundled": ([corpus], [], Path("indexes") / "chat-bundled")}
-    if squad is not None and squad.is_file():
+    if squad is not None and squad.is_file() and squad.suffix == ".jsonl":
+        sources["squad"] = ([squad], [], Path("indexes") / f"chat-{squad.parent.parent.name}-{squad.parent.name}")
+    elif squad is not None and squad.is_file():
         name, docs, _ = load_qa(squad)
         sources["squad"] = ([], docs, Path("indexes") / f"answers-{name}-{settings.embedder}")
     pipelines = {}

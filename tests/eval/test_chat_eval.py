@@ -63,3 +63,29 @@ def test_conversations_load_with_defaults(tmp_path):
     (conv,) = load_conversations(path)
     assert conv.lang == "en" and conv.corpus == "bundled" and conv.turns[1].standalone == "q2"
     assert [t.kind for t in conv.turns] == ["first", "pronoun"]
+
+
+def test_squad_conversations_can_be_searched_over_a_beir_corpus(tmp_path):
+    """`--squad corpus.jsonl`: the 'squad' conversations' documents come from a BEIR corpus whose
+    ids are the paragraph ids (a larger haystack than the SQuAD file's own paragraphs)."""
+    beir = tmp_path / "squad2_dev" / "beir"
+    beir.mkdir(parents=True)
+    rows = [{"_id": "squad2dev-00-000", "title": "Normans", "text": "The Normans gave their name to Normandy, a "
+             "region in France. Rollo was their first ruler."},
+            {"_id": "squad2dev-09-000", "title": "Tides", "text": "Spring tides follow the full moon and the new moon."}]
+    (beir / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    conv = {"id": "s1", "lang": "en", "corpus": "squad", "turns": [
+        {"question": "Which region did the Normans give their name to?", "standalone": "Which region did the Normans "
+         "give their name to?", "doc": "squad2dev-00-000", "answer": "Normandy", "kind": "first"},
+        {"question": "Who was their first ruler?", "standalone": "Who was the first ruler of the Normans?",
+         "doc": "squad2dev-00-000", "answer": "Rollo", "kind": "pronoun"}]}
+    path = tmp_path / "conv.jsonl"
+    path.write_text(json.dumps(conv) + "\n", encoding="utf-8")
+    out = tmp_path / "chat.json"
+    env = {"RAG_LLM_MODEL": "smollm2", "RAG_LLM_CONTEXT_TOKENS": "2048", "RAG_MAX_TOKENS": "24", "RAG_RERANKER": "none"}
+    r = rag("eval", "chat", "--conversations", path, "--squad", beir / "corpus.jsonl", "--no-answers",
+            "--out", out, "-q", env={**env, "RAG_INDEX_DIR": str(tmp_path / "ix")}, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert report["embedders"] == {"squad": "minilm"} and report["standalone_recall_at_5"] == 1.0
+    assert (tmp_path / "indexes" / "chat-squad2_dev-beir").is_dir()
