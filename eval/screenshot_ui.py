@@ -58,7 +58,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--index", default="indexes/default")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
-    ap.add_argument("--question", default="What value of k is usually used in reciprocal rank fusion?")
+    ap.add_argument("--question", default="What value of k does reciprocal rank fusion usually use?")
     ap.add_argument("--follow-up", default="한국어 문서에서는 그걸 어떻게 쓰나요?")
     ap.add_argument("--timeout", type=float, default=300)
     args = ap.parse_args()
