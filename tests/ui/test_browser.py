@@ -172,12 +172,9 @@ def test_images_in_an_answer_are_never_loaded(image_ui, browser):
     assert "k1 controls term frequency saturation" in chat and "x.png" not in chat and "y.png" not in chat
 
 
-def test_a_scoped_key_logs_in_and_sees_only_its_collection(fixture_index, tmp_path, smollm2, embedder, browser):
-    """Log in with a key that may read one collection: the page offers that collection alone and
-    answers from its documents."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-
+@pytest.fixture
+def keyed_ui(fixture_index, tmp_path, smollm2, embedder):
+    """A live service with the admin key 'admin-key' and the UI behind its login; yields (url, registry)."""
     index = tmp_path / "default"
     shutil.copytree(fixture_index, index)
     settings = Settings(_env_file=None, index_dir=index, llm_model="smollm2", llm_context_tokens=2048,
@@ -185,28 +182,33 @@ def test_a_scoped_key_logs_in_and_sees_only_its_collection(fixture_index, tmp_pa
     with serving(settings, lambda engine: QuotingLLM(smollm2.count_tokens)) as (url, app):
         registry = app.state.registry
         registry.models.embedders["minilm"] = embedder
-        registry.create("team")
-        registry.engine("team").ingest([_doc("tides", "Tide tables", "The harbour tide table lists high water at "
-                                             "dawn and dusk. Spring tides follow the full moon.")])
-        record, key = registry.keys.create("ui-reader", read=["team"])
-        browser.get(url + "/ui/")
-        _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "input[type=password]"))
-        browser.find_element(By.CSS_SELECTOR, "input[type=text]").send_keys(record.id)
-        browser.find_element(By.CSS_SELECTOR, "input[type=password]").send_keys(key)
-        browser.find_element(By.CSS_SELECTOR, "button.lg, button[type=submit]").click()
-        _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#question textarea"))
-        _wait(browser, lambda d: "team" in d.find_element(By.CSS_SELECTOR, "#collection input").get_attribute("value"))
-        browser.find_element(By.CSS_SELECTOR, "#collection input").click()
+        yield url, registry
 
-        def options(d):  # the list, once rendered with its labels
-            shown = [o.text.split("\n")[-1].strip() for o in d.find_elements(By.CSS_SELECTOR, "ul[role=listbox] li")]
-            return shown if shown and all(shown) else None
 
-        assert _wait(browser, options) == ["team"]  # the default collection is not offered to this key
-        browser.find_element(By.CSS_SELECTOR, "#collection input").send_keys(Keys.ESCAPE)
-        status = _ask(browser, "When is high water in the harbour?")
-        assert status.startswith("Answered with 1 source"), status
-        assert _open_source(browser, 0).startswith("Tide tables")
+def test_a_scoped_key_logs_in_and_sees_only_its_collection(keyed_ui, browser):
+    """Log in with a key that may read one collection: the page offers that collection alone and
+    answers from its documents."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url, registry = keyed_ui
+    registry.create("team")
+    registry.engine("team").ingest([_doc("tides", "Tide tables", "The harbour tide table lists high water at "
+                                         "dawn and dusk. Spring tides follow the full moon.")])
+    record, key = registry.keys.create("ui-reader", read=["team"])
+    _login(browser, url, record.id, key)
+    _wait(browser, lambda d: "team" in d.find_element(By.CSS_SELECTOR, "#collection input").get_attribute("value"))
+    browser.find_element(By.CSS_SELECTOR, "#collection input").click()
+
+    def options(d):  # the list, once rendered with its labels
+        shown = [o.text.split("\n")[-1].strip() for o in d.find_elements(By.CSS_SELECTOR, "ul[role=listbox] li")]
+        return shown if shown and all(shown) else None
+
+    assert _wait(browser, options) == ["team"]  # the default collection is not offered to this key
+    browser.find_element(By.CSS_SELECTOR, "#collection input").send_keys(Keys.ESCAPE)
+    status = _ask(browser, "When is high water in the harbour?")
+    assert status.startswith("Answered with 1 source"), status
+    assert _open_source(browser, 0).startswith("Tide tables")
 
 
 def _login(driver, url: str, user: str, key: str) -> None:
@@ -227,57 +229,50 @@ def _tab(driver, name: str) -> None:
     driver.find_element(By.XPATH, f"//button[@role='tab' and contains(., '{name}')]").click()
 
 
-def test_an_admin_creates_and_fills_a_collection_that_a_scoped_key_then_queries(
-        fixture_index, tmp_path, smollm2, embedder, browser):
+def test_an_admin_creates_and_fills_a_collection_that_a_scoped_key_then_queries(keyed_ui, browser, tmp_path):
     """Through the page: an admin key creates a collection and uploads a file to it; a key granted
     read on it through the API logs in, sees that collection alone and gets answers from it; a key
     without admin rights cannot create one."""
     import httpx
     from selenium.webdriver.common.by import By
 
-    index = tmp_path / "default"
-    shutil.copytree(fixture_index, index)
-    settings = Settings(_env_file=None, index_dir=index, llm_model="smollm2", llm_context_tokens=2048,
-                        reranker="none", max_tokens=48, api_keys="admin-key", grounding="off")
-    with serving(settings, lambda engine: QuotingLLM(smollm2.count_tokens)) as (url, app):
-        registry = app.state.registry
-        registry.models.embedders["minilm"] = embedder
-        _login(browser, url, "admin", "admin-key")
-        _tab(browser, "Collections")
-        _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#collection-name input, #collection-name textarea"))
-        browser.find_element(By.CSS_SELECTOR, "#collection-name input, #collection-name textarea").send_keys("harbour")
-        browser.find_element(By.ID, "create-collection").click()
-        _wait(browser, lambda d: "Created collection" in d.find_element(By.ID, "collection-status").text)
-        _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#collection input").get_attribute("value")
-              == "harbour")
-        assert "harbour" in registry.collections.names()
+    url, registry = keyed_ui
+    _login(browser, url, "admin", "admin-key")
+    _tab(browser, "Collections")
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#collection-name input, #collection-name textarea"))
+    browser.find_element(By.CSS_SELECTOR, "#collection-name input, #collection-name textarea").send_keys("harbour")
+    browser.find_element(By.ID, "create-collection").click()
+    _wait(browser, lambda d: "Created collection" in d.find_element(By.ID, "collection-status").text)
+    _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#collection input").get_attribute("value")
+          == "harbour")
+    assert "harbour" in registry.collections.names()
 
-        note = tmp_path / "tides.md"
-        note.write_text("# Tide tables\n\nThe harbour tide table lists high water at dawn and dusk. Spring tides "
-                        "follow the full moon.\n")
-        _tab(browser, "Documents")
-        browser.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(str(note))
-        _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#upload td.filename[aria-label='tides.md']"))
-        browser.find_element(By.ID, "add").click()
-        _wait(browser, lambda d: "Added 1" in d.find_element(By.ID, "doc-status").text)
-        assert "tides.md" in registry.engine("harbour").current().index.doc_hashes()
-        assert "tides.md" not in registry.engine("default").current().index.doc_hashes()
+    note = tmp_path / "tides.md"
+    note.write_text("# Tide tables\n\nThe harbour tide table lists high water at dawn and dusk. Spring tides "
+                    "follow the full moon.\n")
+    _tab(browser, "Documents")
+    browser.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(str(note))
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#upload td.filename[aria-label='tides.md']"))
+    browser.find_element(By.ID, "add").click()
+    _wait(browser, lambda d: "Added 1" in d.find_element(By.ID, "doc-status").text)
+    assert "tides.md" in registry.engine("harbour").current().index.doc_hashes()
+    assert "tides.md" not in registry.engine("default").current().index.doc_hashes()
 
-        r = httpx.post(url + "/keys", headers={"Authorization": "Bearer admin-key"},
-                       json={"name": "harbour-reader", "read": ["harbour"]})
-        assert r.status_code == 201, r.text
-        _login(browser, url, r.json()["id"], r.json()["key"])
-        _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#collection input").get_attribute("value")
-              == "harbour")
-        status = _ask(browser, "When is high water in the harbour?")
-        assert status.startswith("Answered with 1 source"), status
-        assert _open_source(browser, 0).startswith("Tide tables")
+    r = httpx.post(url + "/keys", headers={"Authorization": "Bearer admin-key"},
+                   json={"name": "harbour-reader", "read": ["harbour"]})
+    assert r.status_code == 201, r.text
+    _login(browser, url, r.json()["id"], r.json()["key"])
+    _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#collection input").get_attribute("value")
+          == "harbour")
+    status = _ask(browser, "When is high water in the harbour?")
+    assert status.startswith("Answered with 1 source"), status
+    assert _open_source(browser, 0).startswith("Tide tables")
 
-        _tab(browser, "Collections")  # a reader may not create collections
-        browser.find_element(By.CSS_SELECTOR, "#collection-name input, #collection-name textarea").send_keys("mine")
-        browser.find_element(By.ID, "create-collection").click()
-        _wait(browser, lambda d: "Only an admin key" in d.find_element(By.ID, "collection-status").text)
-        assert "mine" not in registry.collections.names()
+    _tab(browser, "Collections")  # a reader may not create collections
+    browser.find_element(By.CSS_SELECTOR, "#collection-name input, #collection-name textarea").send_keys("mine")
+    browser.find_element(By.ID, "create-collection").click()
+    _wait(browser, lambda d: "Only an admin key" in d.find_element(By.ID, "collection-status").text)
+    assert "mine" not in registry.collections.names()
 
 
 def _doc(doc_id, title, text):
