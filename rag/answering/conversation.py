@@ -118,17 +118,25 @@ def keeps_question(rewrite: str, question: str) -> bool:
     return not terms or sum(t in low for t in terms) >= len(terms) / 2
 
 
-def clean_rewrite(text: str, question: str, history: Sequence[Turn] = (), max_chars: int = 400) -> str:
-    """The model's query without labels, quotes or a second line. When the output is empty,
-    implausibly long, or an answer rather than a query, the last earlier user question followed by
-    this one (the plain context-concatenation query), or the question itself without history."""
+def accepted_rewrite(text: str, question: str, max_chars: int = 400) -> str | None:
+    """The model's query without labels, quotes or a second line; None when the output is empty,
+    implausibly long, or an answer rather than a query (:func:`keeps_question`)."""
     line = next((ln for ln in text.strip().splitlines() if ln.strip()), "")
     line = re.sub(r"^\s*(standalone query|search query|query|검색 질의|질의)\s*[:：]\s*", "", line, flags=re.IGNORECASE)
     line = line.strip().strip("\"'`“”‘’").strip()
-    if 0 < len(line) <= max_chars and keeps_question(line, question):
-        return line
+    return line if 0 < len(line) <= max_chars and keeps_question(line, question) else None
+
+
+def fallback_query(question: str, history: Sequence[Turn] = ()) -> str:
+    """The last earlier user question followed by this one (the plain context-concatenation query),
+    or the question itself without history."""
     previous = next((t.content for t in reversed(list(history)) if t.role == "user"), "")
     return f"{previous} {question}".strip()
+
+
+def clean_rewrite(text: str, question: str, history: Sequence[Turn] = (), max_chars: int = 400) -> str:
+    """The query to search: the accepted rewrite, else the fallback query."""
+    return accepted_rewrite(text, question, max_chars) or fallback_query(question, history)
 
 
 def history_block(history: Sequence[Turn], lang: str) -> str:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
-from rag.answering.conversation import bounded, clean_rewrite, history_block, needs_rewrite, rewrite_messages
+from rag.answering.conversation import (accepted_rewrite, bounded, fallback_query, history_block, needs_rewrite,
+                                        rewrite_messages)
 from rag.answering.gate import GateDecision, retrieval_gate
 from rag.answering import grounding
 from rag.answering.injection import drop_instructions
@@ -78,19 +79,22 @@ class AnswerPipeline:
         ratio = (top_bm25 / ceiling) if top_bm25 is not None and ceiling > 0 else None
         return result, retrieval_gate(result, ratio, self.settings, self.retriever.embedder.name)
 
-    def search_query(self, question: str, history: Sequence[Turn] = ()) -> tuple[str, bool]:
-        """(the query to search, whether it was rewritten): a follow-up that leans on the conversation
-        is rewritten by the LLM into a standalone query in its own language; a question that stands
-        alone (or has no history) is searched as written, at no cost. ``history`` is already bounded
-        (:meth:`prepare` bounds it once for the rewrite and the answer)."""
+    def search_query(self, question: str, history: Sequence[Turn] = ()) -> tuple[str, bool, str | None]:
+        """(the query to search, whether it differs from the question, the standalone rewrite or None):
+        a follow-up that leans on the conversation is rewritten by the LLM into a standalone query in
+        its own language; a rewrite that is no query (empty, too long, an answer) gives way to the
+        fallback query. A question that stands alone (or has no history) is searched as written, at
+        no cost. ``history`` is already bounded (:meth:`prepare` bounds it once for the rewrite and
+        the answer)."""
         if not needs_rewrite(question, history, self.settings.rewrite):
-            return question, False
+            return question, False, None
         turns = list(history)
         messages = rewrite_messages(question, turns, detect_lang(question))
         text = "".join(self.generator.stream(messages, GenParams(temperature=0.0, max_tokens=64,
                                                                  seed=self.settings.seed)))
-        query = clean_rewrite(text, question, turns)
-        return query, query != question
+        standalone = accepted_rewrite(text, question)
+        query = standalone or fallback_query(question, turns)
+        return query, query != question, standalone
 
     def prepare(self, question: str, top_k: int | None = None, filters: Filters | None = None,
                 max_tokens: int | None = None, history: Sequence[Turn] = ()) -> Prepared:
@@ -101,7 +105,9 @@ class AnswerPipeline:
         k = top_k or s.context_passages
         t = time.perf_counter()
         history = bounded(history, s.history_turns, s.history_tokens, self.generator.count_tokens) if history else []
-        query, rewritten = self.search_query(question, history)
+        query, rewritten, standalone = self.search_query(question, history)
+        # the reader is asked the standalone rewrite (it names what "it" is), never the fallback query
+        asked = standalone if standalone and s.reader_question == "rewritten" else question
         t_search = time.perf_counter()
         result, gate = self.search_and_gate(query, k, filters)
         timings = {"rewrite": round((t_search - t) * 1000, 2),
@@ -112,22 +118,22 @@ class AnswerPipeline:
         messages: list[dict[str, str]] = []
         prompt_tokens = 0
         if gate.passed:
-            hits, messages = self._prompt(question, query, result, k, lang, history,
+            hits, messages = self._prompt(question, asked, query, result, k, lang, history,
                                           s.max_tokens if max_tokens is None else max_tokens)
             # + the chat template's few tokens per message
             prompt_tokens = sum(self.generator.count_tokens(m["content"]) + 4 for m in messages)
         timings["prepare"] = (time.perf_counter() - t) * 1000
         return Prepared(result, gate, hits, messages, lang, timings, query, rewritten, prompt_tokens)
 
-    def _prompt(self, question: str, query: str, result: SearchResult, k: int, lang: str, history: Sequence[Turn],
-                reserve: int) -> tuple[list[Hit], list[dict[str, str]]]:
+    def _prompt(self, question: str, asked: str, query: str, result: SearchResult, k: int, lang: str,
+                history: Sequence[Turn], reserve: int) -> tuple[list[Hit], list[dict[str, str]]]:
         """(the passages that fit, the chat messages): the context budget counts the prompt, prompt
-        version 3's examples, the bounded history, the question and the answer's ``reserve``."""
+        version 3's examples, the bounded history, the question put to the reader (``asked``) and
+        the answer's ``reserve``."""
         s = self.settings
         question_copies = 2 if s.prompt_version == 2 else 1  # v2 repeats the question after the passages
         examples = self._examples_cost(lang) if s.prompt_version == 3 else 0
         context = history_block(history, lang)  # history: already bounded by prepare
-        asked = self._reader_question(question, query)
         q_tokens = self.generator.count_tokens(asked)
         budget = (s.llm_context_tokens - reserve - PROMPT_OVERHEAD_TOKENS - examples - question_copies * q_tokens
                   - (self.generator.count_tokens(context) if context else 0))
@@ -142,14 +148,6 @@ class AnswerPipeline:
             candidates = [(drop_instructions(t)[0], drop_instructions(x)[0]) for t, x in candidates]
         packed = pack(candidates, self.generator.count_tokens, budget)
         return list(result.hits[: len(packed)]), build_messages(asked, packed, lang, s.prompt_version, context)
-
-    def _reader_question(self, question: str, query: str) -> str:
-        """The question the answer prompt shows: a follow-up's standalone rewrite when there is one
-        (``reader_question``). The fallback query (the previous question followed by this one) is no
-        question to answer, so then the follow-up as typed."""
-        if self.settings.reader_question == "typed" or query == question or query.endswith(question.strip()):
-            return question
-        return query
 
     def _query_terms(self, question: str, query: str) -> set[str]:
         """The analysed terms of the question and of its standalone rewrite (a follow-up's "it" is
