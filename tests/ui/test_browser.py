@@ -58,13 +58,17 @@ def _wait(driver, condition, seconds=60):
 def _ask(driver, question: str) -> str:
     from selenium.webdriver.common.by import By
 
+    before = driver.find_element(By.ID, "status").text  # the previous answer's status, with its timings
     box = driver.find_element(By.CSS_SELECTOR, "#question textarea")
     box.clear()
     box.send_keys(question)
     driver.find_element(By.CSS_SELECTOR, "#ask").click()
-    _wait(driver, lambda d: "Answered" in d.find_element(By.ID, "status").text
-          or "Refused" in d.find_element(By.ID, "status").text)
-    return driver.find_element(By.ID, "status").text
+
+    def final(d):  # this answer's status, not the previous one still shown before the click lands
+        text = d.find_element(By.ID, "status").text
+        return text if text != before and ("Answered" in text or "Refused" in text) else None
+
+    return _wait(driver, final)
 
 
 def _open_source(driver, n: int) -> str:
